@@ -1,1 +1,9 @@
-//! wip
+//! Fieldlink load benches. Each bench is a `fieldlink bench <name>`
+//! subcommand: it starts what it measures (or targets a running instance),
+//! records figures with `hdrhistogram`, prints a summary and writes JSON
+//! under `benches/results/`.
+//!
+//! - [`ingest`]: gateway streams into a registry.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod ingest;
