@@ -63,11 +63,13 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let registry = Registry::open(settings)
         .with_context(|| format!("cannot open the device store in {}", data_dir.display()))?;
     // One line for people and scripts alike.
-    println!("registry listening: grpc={grpc_addr} http=http://{http_addr}/");
+    crate::say(format_args!(
+        "registry listening: grpc={grpc_addr} http=http://{http_addr}/"
+    ));
     registry
         .serve(grpc, http, crate::shutdown_signal())
         .await
         .context("registry failed")?;
-    println!("registry stopped");
+    crate::say(format_args!("registry stopped"));
     Ok(())
 }

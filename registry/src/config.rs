@@ -268,7 +268,7 @@ impl RegistryConfig {
         let mut problems = Vec::new();
         let mut problem = |key: String, what: String| problems.push(format!("{key}: {what}"));
 
-        if self.listen.grpc == self.listen.http {
+        if self.listen.grpc == self.listen.http && self.listen.grpc.port() != 0 {
             problem(
                 "listen.http".into(),
                 format!("same address as listen.grpc ({})", self.listen.grpc),

@@ -185,22 +185,39 @@ impl Registry {
         {
             tracing::warn!("streams did not finish within {DRAIN_TIMEOUT:?}");
         }
-        let grpc_result = grpc_task.await;
-        let http_result = http_task.await;
+        // Servers wait for their connections to close; a peer that never
+        // closes must not hold the process.
+        let grpc_result = finish_within(grpc_task, "gRPC server").await;
+        let http_result = finish_within(http_task, "HTTP server").await;
         // Every committer sender lives in the gRPC service, now dropped.
         let _ = tokio::task::spawn_blocking(move || committer.join()).await;
-        match grpc_result {
-            Ok(result) => result?,
-            Err(e) => tracing::error!(error = %e, "gRPC server task failed"),
+        if let Some(result) = grpc_result {
+            result?;
         }
-        match http_result {
-            Ok(result) => result.map_err(|source| RegistryError::Io {
+        if let Some(result) = http_result {
+            result.map_err(|source| RegistryError::Io {
                 what: "HTTP server",
                 source,
-            })?,
-            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+            })?;
         }
         Ok(())
+    }
+}
+
+/// The task's result if it finishes within [`DRAIN_TIMEOUT`]; otherwise it
+/// is aborted (and logged) and `None` returned.
+async fn finish_within<T>(mut task: tokio::task::JoinHandle<T>, what: &str) -> Option<T> {
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "{what} task failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("{what}: connections still open after {DRAIN_TIMEOUT:?}; closing them");
+            task.abort();
+            None
+        }
     }
 }
 

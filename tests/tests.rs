@@ -1,0 +1,10 @@
+//! End-to-end tests of the `fieldlink` binary and the registry, over real
+//! loopback sockets: one test binary of modules.
+
+mod support;
+
+mod config_errors;
+mod registry_api;
+mod registry_counting;
+mod registry_input;
+mod registry_restart;
