@@ -1,0 +1,308 @@
+//! Drivers: how the gateway talks to devices.
+//!
+//! A protocol implements [`Driver`] (open a [`Session`] to a device) and
+//! [`Session`] (read one poll group, write one tag). Everything else is the
+//! core's job, the same for every protocol: [`run_device`] schedules each
+//! device's poll groups on the device's own task, times requests out, turns
+//! failures into bad-quality readings and a metric, backs off exponentially
+//! from a failing device and reports its session state (online/offline) —
+//! one silent device never stalls the others.
+//!
+//! # Writing a driver
+//! ```ignore
+//! struct MyDriver;
+//! impl Driver for MyDriver {
+//!     type Session = MySession;
+//!     fn protocol(&self) -> Protocol { Protocol::OpcUa }
+//!     async fn connect(&self, device: &Device) -> Result<MySession, DriverError> {
+//!         // open the connection to device.addr, prepare the reads of device.poll_groups
+//!     }
+//! }
+//! impl Session for MySession {
+//!     async fn read_group(&mut self, group: usize) -> Result<GroupRead, DriverError> {
+//!         // one reading per tag of device.poll_groups[group], in order;
+//!         // a tag the device refuses: `Reading::bad()`; a broken session: `Err`.
+//!     }
+//!     async fn write(&mut self, tag: &str, value: &Value) -> Result<(), DriverError> { ... }
+//! }
+//! ```
+//! See [`modbus`] for a complete driver.
+
+pub mod modbus;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fieldlink_model::proto::{Quality, point::Value};
+use fieldlink_model::{Protocol, now_unix_nanos};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Device, ModbusConfig};
+use crate::error::DriverError;
+use crate::metrics::Metrics;
+
+/// One tag's value from one read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The value; `None` when the read failed.
+    pub value: Option<Value>,
+    /// Its quality.
+    pub quality: Quality,
+}
+
+impl Reading {
+    /// A good value.
+    pub fn good(value: Value) -> Self {
+        Reading {
+            value: Some(value),
+            quality: Quality::Good,
+        }
+    }
+
+    /// No value: the device refused or did not answer.
+    pub fn bad() -> Self {
+        Reading {
+            value: None,
+            quality: Quality::Bad,
+        }
+    }
+}
+
+/// The result of reading one poll group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupRead {
+    /// One reading per tag of the group, in the group's order.
+    pub readings: Vec<Reading>,
+    /// Requests sent.
+    pub requests: u32,
+    /// Requests the device answered with an exception.
+    pub exceptions: u32,
+}
+
+/// A protocol driver: opens sessions to devices.
+pub trait Driver: Send + Sync + 'static {
+    /// A live session with one device.
+    type Session: Session;
+
+    /// The protocol this driver speaks.
+    fn protocol(&self) -> Protocol;
+
+    /// Opens a session to `device`. The core bounds it with the driver timeout.
+    fn connect(
+        &self,
+        device: &Device,
+    ) -> impl Future<Output = Result<Self::Session, DriverError>> + Send;
+}
+
+/// A live session with one device.
+pub trait Session: Send + 'static {
+    /// Reads poll group `group` (index into the device's `poll_groups`).
+    ///
+    /// Returns one reading per tag; a tag the device refuses is a bad
+    /// reading. `Err` means the session is broken and will be reopened.
+    fn read_group(
+        &mut self,
+        group: usize,
+    ) -> impl Future<Output = Result<GroupRead, DriverError>> + Send;
+
+    /// Writes `value` to the tag named `tag`.
+    fn write(
+        &mut self,
+        tag: &str,
+        value: &Value,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+}
+
+/// What device tasks report to the normalizer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// The session came up or went down.
+    Status {
+        /// Index of the device in the gateway's settings.
+        device: u32,
+        /// Session up.
+        online: bool,
+        /// Why.
+        reason: String,
+        /// When (ns since epoch).
+        time: i64,
+    },
+    /// A poll group was read.
+    Readings {
+        /// Index of the device.
+        device: u32,
+        /// Index of the poll group.
+        group: u16,
+        /// When (ns since epoch).
+        time: i64,
+        /// One per tag of the group.
+        readings: Vec<Reading>,
+    },
+}
+
+/// Timing of the core's device loop.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Connect and request timeout.
+    pub timeout: Duration,
+    /// First backoff after a failure.
+    pub backoff_min: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// Failed polls in a row before the device is offline.
+    pub failures_before_offline: u32,
+}
+
+impl From<&ModbusConfig> for Timing {
+    fn from(m: &ModbusConfig) -> Self {
+        Timing {
+            timeout: m.timeout,
+            backoff_min: m.backoff_min,
+            backoff_max: m.backoff_max,
+            failures_before_offline: m.failures_before_offline.max(1),
+        }
+    }
+}
+
+/// Runs one device until `shutdown`: connect, poll every group at its
+/// interval, report readings and session state, back off when it fails.
+pub async fn run_device<D: Driver>(
+    driver: Arc<D>,
+    device: Arc<Device>,
+    index: u32,
+    timing: Timing,
+    events: mpsc::Sender<DeviceEvent>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = timing.backoff_min;
+    let mut reported: Option<bool> = None;
+    let status = |online: bool, reason: String| DeviceEvent::Status {
+        device: index,
+        online,
+        reason,
+        time: now_unix_nanos(),
+    };
+    loop {
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = timeout(timing.timeout, driver.connect(&device)) => r,
+        };
+        let failure = match connected {
+            Ok(Ok(mut session)) => {
+                backoff = timing.backoff_min;
+                reported = Some(true);
+                if events.send(status(true, "connected".into())).await.is_err() {
+                    return;
+                }
+                metrics.device_online(true);
+                let why = poll(
+                    &mut session,
+                    &device,
+                    index,
+                    &timing,
+                    &events,
+                    &metrics,
+                    &shutdown,
+                )
+                .await;
+                metrics.device_online(false);
+                match why {
+                    Some(why) => why,
+                    None => return, // shutdown
+                }
+            }
+            Ok(Err(e)) => format!("connect: {e}"),
+            Err(_) => format!("connect: timed out after {:?}", timing.timeout),
+        };
+        if reported != Some(false) {
+            reported = Some(false);
+            tracing::warn!(device = %device.id, reason = %failure, "device offline");
+            if events.send(status(false, failure)).await.is_err() {
+                return;
+            }
+        }
+        metrics
+            .connect_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Jitter spreads the retries of devices that failed together.
+        let jitter = rand::rng().random_range(0.5..1.0);
+        let wait = backoff.mul_f64(jitter);
+        backoff = (backoff * 2).min(timing.backoff_max);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = sleep(wait) => {}
+        }
+    }
+}
+
+/// Polls until the session fails (returns why) or shutdown (returns None).
+async fn poll<S: Session>(
+    session: &mut S,
+    device: &Device,
+    index: u32,
+    timing: &Timing,
+    events: &mpsc::Sender<DeviceEvent>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let start = Instant::now();
+    let mut due: Vec<Instant> = vec![start; device.poll_groups.len()];
+    let mut failures = 0u32;
+    loop {
+        let (group, at) = due.iter().copied().enumerate().min_by_key(|(_, at)| *at)?;
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = sleep_until(at) => {}
+        }
+        let started = Instant::now();
+        let result = timeout(timing.timeout * 4, session.read_group(group)).await;
+        let elapsed = started.elapsed();
+        metrics.observe_poll(elapsed);
+        let tags = device.poll_groups[group].tags.len();
+        let (readings, failed, fatal) = match result {
+            Ok(Ok(read)) => {
+                metrics.count_requests(read.requests, read.exceptions);
+                let all_bad = read.readings.iter().all(|r| r.value.is_none());
+                (read.readings, all_bad, None)
+            }
+            Ok(Err(e)) => {
+                metrics.count_errors(1);
+                (vec![Reading::bad(); tags], true, Some(e.to_string()))
+            }
+            Err(_) => {
+                metrics.count_errors(1);
+                let why = format!("poll timed out after {:?}", timing.timeout * 4);
+                (vec![Reading::bad(); tags], true, Some(why))
+            }
+        };
+        let event = DeviceEvent::Readings {
+            device: index,
+            group: u16::try_from(group).unwrap_or(u16::MAX),
+            time: now_unix_nanos(),
+            readings,
+        };
+        if events.send(event).await.is_err() {
+            return None;
+        }
+        failures = if failed { failures + 1 } else { 0 };
+        if let Some(why) = fatal {
+            return Some(why);
+        }
+        if failures >= timing.failures_before_offline {
+            return Some(format!("{failures} failed polls in a row"));
+        }
+        // Keep the cadence; after a stall, skip missed ticks rather than burst.
+        let interval = device.poll_groups[group].interval;
+        let next = at + interval;
+        due[group] = if next < Instant::now() {
+            Instant::now() + interval
+        } else {
+            next
+        };
+    }
+}

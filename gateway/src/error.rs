@@ -1,0 +1,109 @@
+//! Errors of the gateway's library parts.
+
+use std::path::{Path, PathBuf};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key or a bad value.
+    #[error("{}{message}", file_prefix(file))]
+    Parse {
+        /// The file, when known.
+        file: Option<PathBuf>,
+        /// The parser's message (it names the key and line).
+        message: String,
+    },
+    /// Values that parse but cannot be used; one line per problem.
+    #[error("{}invalid configuration:\n  {}", file_prefix(file), problems.join("\n  "))]
+    Invalid {
+        /// The file, when known.
+        file: Option<PathBuf>,
+        /// `key: what is wrong`.
+        problems: Vec<String>,
+    },
+}
+
+fn file_prefix(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    /// The same error, naming the file.
+    pub fn in_file(self, path: &Path) -> Self {
+        match self {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                file: Some(path.to_owned()),
+                message,
+            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                file: Some(path.to_owned()),
+                problems,
+            },
+            other => other,
+        }
+    }
+}
+
+/// A failure talking to a device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// No answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The connection failed or broke.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The device answered with a protocol exception.
+    #[error("device exception: {0}")]
+    Exception(String),
+    /// The device's answer makes no sense (wrong length, ...).
+    #[error("bad response: {0}")]
+    BadResponse(String),
+    /// The request cannot be made (unknown tag, read-only area, ...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A failure of the disk spool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// A file operation failed.
+    #[error("spool {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A record failed its checksum or length check.
+    #[error("spool {}: corrupted record at offset {offset}: {why}", path.display())]
+    Corrupted {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A single batch is larger than a segment.
+    #[error("batch of {size} bytes is larger than spool.segment_bytes ({limit})")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// Segment size.
+        limit: u64,
+    },
+}
