@@ -48,7 +48,8 @@ struct Snapshot {
 
 impl Filter {
     fn keeps(&self, slot: &Slot, online: bool, tenant: &str, reported: bool) -> bool {
-        (self.include_retired || !slot.retired)
+        // A retired device still shows in the day it reported, as it counts there.
+        (self.include_retired || !slot.retired || (self.reporting == Some(true) && reported))
             && self.class.is_none_or(|c| slot.category.class() == c)
             && self.category.is_none_or(|c| slot.category == c)
             && self.protocol.is_none_or(|p| slot.protocol == p)
@@ -264,14 +265,15 @@ impl Export {
         }
         let mut rows = 0usize;
         let mut in_chunk = 0usize;
-        let mut next_after = None;
+        let mut next_after: Option<String> = None;
+        let mut last_id = String::new();
         let mut failed = None;
         let result = self
             .shared
             .store
             .scan_devices(self.after.as_deref(), &mut |record| {
                 if self.limit.is_some_and(|l| rows >= l) {
-                    next_after = Some(());
+                    next_after = Some(std::mem::take(&mut last_id));
                     return false;
                 }
                 let Some((slot, online)) = self.snapshot.slots.get(record.index as usize) else {
@@ -308,6 +310,8 @@ impl Export {
                 }
                 rows += 1;
                 in_chunk += 1;
+                last_id.clear();
+                last_id.push_str(&record.id);
                 if in_chunk >= ROWS_PER_CHUNK {
                     in_chunk = 0;
                     let chunk = Bytes::from(std::mem::take(&mut out));
@@ -330,12 +334,11 @@ impl Export {
             if let Some(day) = self.day {
                 out.push_str(&format!(",\"day\":\"{day}\""));
             }
-            if next_after.is_some() {
+            if let Some(after) = next_after {
                 // The last row's id continues the list.
-                let last = last_device_id(&out);
                 out.push_str(&format!(
                     ",\"next_after\":{}",
-                    serde_json::to_string(&last).unwrap_or_default()
+                    serde_json::to_string(&after).unwrap_or_default()
                 ));
             }
             out.push('}');
@@ -391,16 +394,6 @@ impl Export {
             last_point: day.filter(|d| d.points > 0).map(|d| at(d.last)),
         }
     }
-}
-
-/// The `device_id` of the last JSON row written to `out`.
-fn last_device_id(out: &str) -> String {
-    let Some(start) = out.rfind("{\"device_id\":") else {
-        return String::new();
-    };
-    let rest = &out[start + "{\"device_id\":".len()..];
-    let mut de = serde_json::Deserializer::from_str(rest).into_iter::<String>();
-    de.next().and_then(Result::ok).unwrap_or_default()
 }
 
 /// `GET /api/v1/devices/{id}`

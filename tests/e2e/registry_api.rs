@@ -266,3 +266,31 @@ async fn bad_parameters_get_a_400_naming_them() {
     assert_eq!((status, text.trim()), (200, "ok"));
     registry.stop().await;
 }
+
+#[tokio::test]
+async fn paging_continues_exactly_across_chunk_boundaries() {
+    let registry = TestRegistry::start("").await;
+    let mut gw = Gateway::connect(&registry.grpc, PUBLIC_TOKEN, "gw", "s").await.unwrap();
+    let devices = (0..1030)
+        .map(|i| announce(&format!("dev-{i:05}"), "other", "safety", "modbus-tcp"))
+        .collect();
+    gw.send(announce_batch(devices)).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (_, page) = registry.get(&format!("/api/v1/devices?limit=512&after={after}")).await;
+        for d in page["devices"].as_array().unwrap() {
+            seen.push(d["device_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_after"].as_str() {
+            Some(next) => {
+                assert_eq!(next, seen.last().unwrap().as_str());
+                after = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..1030).map(|i| format!("dev-{i:05}")).collect();
+    assert_eq!(seen, expected);
+    registry.stop().await;
+}

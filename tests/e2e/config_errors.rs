@@ -47,7 +47,7 @@ fn bad_values_are_named_by_key() {
 #[test]
 fn the_shipped_example_config_starts() {
     // Parse and validate only: `--help`-like dry check through the library.
-    let text = include_str!("../deploy/registry.example.toml");
+    let text = include_str!("../../deploy/registry.example.toml");
     let config = fieldlink_registry::RegistryConfig::from_toml(text).unwrap();
     assert!(config.validate().is_ok());
 }
