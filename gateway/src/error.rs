@@ -107,3 +107,20 @@ pub enum SpoolError {
         limit: u64,
     },
 }
+
+/// A failure to start or run the gateway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The spool cannot be opened.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The metrics listener failed.
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}

@@ -59,11 +59,6 @@ pub struct GatewayState {
     pub sessions: u32,
     /// When its last stream ended (or the registry started), ns.
     pub disconnected_at: i64,
-    /// Generation of the newest session; an older session that ends does not
-    /// touch a newer one.
-    pub generation: u64,
-    /// Cancels the newest session when another one takes over.
-    pub cancel: Option<CancellationToken>,
     /// Software version from its hello.
     pub version: String,
     /// Protocols it has drivers for, from its hello.
@@ -119,6 +114,8 @@ pub struct Counters {
     gateway_ids: Interner<(u16, String)>,
     days: BTreeMap<Day, DaySet>,
     streams: HashMap<String, u64>,
+    stream_sessions: HashMap<String, (u64, CancellationToken)>,
+    session_generation: u64,
     /// Registry time zone.
     pub offset: UtcOffset,
     /// Grace period of dropped gateways, ns.
@@ -139,6 +136,8 @@ impl Counters {
             gateway_ids: Interner::default(),
             days: BTreeMap::new(),
             streams: HashMap::new(),
+            stream_sessions: HashMap::new(),
+            session_generation: 0,
             offset,
             grace_nanos,
             started_at: now,
@@ -210,8 +209,6 @@ impl Counters {
                 id: id.to_owned(),
                 sessions: 0,
                 disconnected_at: now,
-                generation: 0,
-                cancel: None,
                 version: String::new(),
                 protocols: BTreeSet::new(),
             });
@@ -234,35 +231,46 @@ impl Counters {
         &self.gateways
     }
 
-    /// A gateway stream starts: returns its generation and the token that
-    /// cancels it; an older live session of the same gateway is cancelled.
+    /// A gateway stream starts. A gateway may hold several streams at once
+    /// (live data and a replayed backlog); a new session of the same stream
+    /// key cancels the old one. Returns the session's generation and the
+    /// token that cancels it.
     pub fn session_start(
         &mut self,
         gateway: u32,
+        stream_key: &str,
         version: &str,
         protocols: BTreeSet<Protocol>,
     ) -> (u64, CancellationToken) {
         let token = CancellationToken::new();
-        let state = &mut self.gateways[gateway as usize];
-        if let Some(old) = state.cancel.replace(token.clone()) {
+        self.session_generation += 1;
+        let generation = self.session_generation;
+        if let Some((_, old)) = self
+            .stream_sessions
+            .insert(stream_key.to_owned(), (generation, token.clone()))
+        {
             old.cancel();
         }
-        state.generation += 1;
+        let state = &mut self.gateways[gateway as usize];
         state.sessions += 1;
         state.version = version.to_owned();
         state.protocols = protocols;
-        (state.generation, token)
+        (generation, token)
     }
 
     /// A gateway stream ended at `now`.
-    pub fn session_end(&mut self, gateway: u32, generation: u64, now: i64) {
+    pub fn session_end(&mut self, gateway: u32, stream_key: &str, generation: u64, now: i64) {
         let state = &mut self.gateways[gateway as usize];
         state.sessions = state.sessions.saturating_sub(1);
         if state.sessions == 0 {
             state.disconnected_at = now;
         }
-        if state.generation == generation {
-            state.cancel = None;
+        if self
+            .stream_sessions
+            .get(stream_key)
+            .is_some_and(|(g, _)| *g == generation)
+        {
+            self.stream_sessions.remove(stream_key);
         }
     }
 
@@ -430,14 +438,18 @@ mod tests {
         // Just started: within the grace period of the start.
         assert!(c.is_online(&s, 500));
         assert!(!c.is_online(&s, 1_500));
-        let (generation, token) = c.session_start(g, "1.0", BTreeSet::new());
+        let (generation, token) = c.session_start(g, "k", "1.0", BTreeSet::new());
         assert!(c.is_online(&s, 10_000));
-        // A second session cancels the first.
-        let (second, _) = c.session_start(g, "1.0", BTreeSet::new());
+        // A second session of the same stream cancels the first; another
+        // stream of the same gateway (a replay) does not.
+        let (replay, replay_token) = c.session_start(g, "k2", "1.0", BTreeSet::new());
+        let (second, _) = c.session_start(g, "k", "1.0", BTreeSet::new());
         assert!(token.is_cancelled());
-        c.session_end(g, generation, 10_000);
+        assert!(!replay_token.is_cancelled());
+        c.session_end(g, "k", generation, 10_000);
+        c.session_end(g, "k2", replay, 10_000);
         assert!(c.is_online(&s, 50_000), "the newer session is still up");
-        c.session_end(g, second, 60_000);
+        c.session_end(g, "k", second, 60_000);
         assert!(c.is_online(&s, 60_500));
         assert!(!c.is_online(&s, 61_001));
     }

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub batches_duplicate: AtomicU64,
     /// Points accepted.
     pub points_accepted: AtomicU64,
+    /// Points of quality BAD (no value): acknowledged, not counted.
+    pub points_bad_quality: AtomicU64,
     /// Rejected points or records, by reason (index in [`REASONS`]).
     pub rejected: [AtomicU64; REASONS.len()],
     /// Storage commits.
@@ -130,6 +132,12 @@ impl Metrics {
             "fieldlink_registry_points_accepted_total",
             "Telemetry points accepted.",
             &self.points_accepted,
+        );
+        counter(
+            out,
+            "fieldlink_registry_points_bad_quality_total",
+            "Points of quality BAD (failed reads): acknowledged, not counted as real-time data.",
+            &self.points_bad_quality,
         );
         let _ = writeln!(
             out,

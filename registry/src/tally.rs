@@ -271,7 +271,7 @@ mod tests {
         let mut c = Counters::new(UtcOffset::CHINA, 0, 0);
         let t = c.tenant("t");
         let g = c.gateway(t, "g", 0);
-        c.session_start(g, "", Default::default());
+        c.session_start(g, "k", "", Default::default());
         let a = c.push_device(
             "a",
             slot(Category::Robots, Cloud::Public, Protocol::ModbusTcp),

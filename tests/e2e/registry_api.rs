@@ -270,7 +270,9 @@ async fn bad_parameters_get_a_400_naming_them() {
 #[tokio::test]
 async fn paging_continues_exactly_across_chunk_boundaries() {
     let registry = TestRegistry::start("").await;
-    let mut gw = Gateway::connect(&registry.grpc, PUBLIC_TOKEN, "gw", "s").await.unwrap();
+    let mut gw = Gateway::connect(&registry.grpc, PUBLIC_TOKEN, "gw", "s")
+        .await
+        .unwrap();
     let devices = (0..1030)
         .map(|i| announce(&format!("dev-{i:05}"), "other", "safety", "modbus-tcp"))
         .collect();
@@ -278,7 +280,9 @@ async fn paging_continues_exactly_across_chunk_boundaries() {
     let mut seen = Vec::new();
     let mut after = String::new();
     loop {
-        let (_, page) = registry.get(&format!("/api/v1/devices?limit=512&after={after}")).await;
+        let (_, page) = registry
+            .get(&format!("/api/v1/devices?limit=512&after={after}"))
+            .await;
         for d in page["devices"].as_array().unwrap() {
             seen.push(d["device_id"].as_str().unwrap().to_owned());
         }

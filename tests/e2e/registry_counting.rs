@@ -356,3 +356,43 @@ async fn retired_devices_are_not_registered_but_their_past_reports_stay() {
     assert_eq!((ack.accepted_points, ack.rejected_points), (0, 1));
     registry.stop().await;
 }
+
+#[tokio::test]
+async fn bad_quality_points_are_acknowledged_but_do_not_make_a_device_reporting() {
+    let registry = TestRegistry::start("").await;
+    let mut gw = Gateway::connect(&registry.grpc, PUBLIC_TOKEN, "gw-1", "s")
+        .await
+        .unwrap();
+    gw.send(announce_batch(vec![announce(
+        "silent",
+        "operating",
+        "chemical",
+        "modbus-tcp",
+    )]))
+    .await
+    .unwrap();
+    let mut failed = points("silent", &[now(), now()]);
+    for p in &mut failed.points {
+        p.quality = fieldlink_model::proto::Quality::Bad as i32;
+        p.value = None;
+    }
+    let ack = gw.send(telemetry_batch(vec![failed])).await.unwrap();
+    assert_eq!(
+        (
+            ack.accepted_points,
+            ack.rejected_points,
+            ack.bad_quality_points
+        ),
+        (0, 0, 2)
+    );
+    assert_eq!(
+        figure(&registry.summary(None).await, "reporting", "total", ""),
+        0
+    );
+    let (_, metrics) = get_text(&format!("{}/metrics", registry.http)).await;
+    assert!(
+        metrics.contains("fieldlink_registry_points_bad_quality_total 2"),
+        "{metrics}"
+    );
+    registry.stop().await;
+}

@@ -140,6 +140,7 @@ struct Plan {
     applied: u64,
     duplicates: u64,
     accepted_points: u64,
+    bad_quality_points: u64,
     rejected: Vec<(RejectReason, u64)>,
 }
 
@@ -167,6 +168,8 @@ impl Plan {
         m.batches_applied.fetch_add(self.applied, Relaxed);
         m.batches_duplicate.fetch_add(self.duplicates, Relaxed);
         m.points_accepted.fetch_add(self.accepted_points, Relaxed);
+        m.points_bad_quality
+            .fetch_add(self.bad_quality_points, Relaxed);
         for (reason, n) in &self.rejected {
             m.reject(*reason, *n);
         }
@@ -250,6 +253,7 @@ impl<'a> Planner<'a> {
         let mut ack = Ack {
             sequence: pending.sequence,
             rejected_points: checked.rejected_points,
+            bad_quality_points: checked.bad_quality_points,
             rejections: checked.rejections,
             ..Ack::default()
         };
@@ -292,6 +296,7 @@ impl<'a> Planner<'a> {
             }
         }
         self.plan.accepted_points += ack.accepted_points;
+        self.plan.bad_quality_points += ack.bad_quality_points;
         self.plan.applied += 1;
         self.plan.acks.push(ack);
     }

@@ -48,6 +48,8 @@ pub(crate) struct Checked {
     pub(crate) telemetry: Vec<DevicePoints>,
     pub(crate) rejections: Vec<Rejection>,
     pub(crate) rejected_points: u64,
+    /// Points without a value (quality BAD): acknowledged, not counted.
+    pub(crate) bad_quality_points: u64,
 }
 
 /// The window a point's time must fall in.
@@ -203,6 +205,10 @@ fn check_points(out: &mut Checked, t: proto::DeviceTelemetry, window: Window) {
     let (mut too_old, mut in_future) = (0u32, 0u32);
     let (mut oldest, mut newest) = (i64::MAX, i64::MIN);
     for point in &t.points {
+        if point.quality == proto::Quality::Bad as i32 {
+            out.bad_quality_points += 1;
+            continue;
+        }
         let time = i64::try_from(point.time_unix_nano).unwrap_or(i64::MAX);
         if time < window.earliest {
             too_old += 1;

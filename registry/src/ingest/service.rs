@@ -185,7 +185,7 @@ impl Session {
             let tenant = counters.tenant(&self.tenant.name);
             let gateway = counters.gateway(tenant, &hello.gateway_id, now_unix_nanos());
             let (generation, cancel) =
-                counters.session_start(gateway, &hello.software_version, protocols);
+                counters.session_start(gateway, &key, &hello.software_version, protocols);
             (
                 tenant,
                 gateway,
@@ -228,7 +228,7 @@ impl Session {
         self.shared.metrics.streams_active.fetch_sub(1, Relaxed);
         self.shared
             .write_counters()
-            .session_end(gateway, generation, now_unix_nanos());
+            .session_end(gateway, &ctx.key, generation, now_unix_nanos());
         tracing::info!(parent: &span, "gateway stream closed");
     }
 
@@ -244,7 +244,7 @@ impl Session {
             // `Streaming::message` keeps partial frames in the stream: cancel safe.
             let next = tokio::select! {
                 _ = superseded.cancelled() => {
-                    let text = "another stream of this gateway took over".to_owned();
+                    let text = "a new session of this gateway stream took over".to_owned();
                     return self.fail(proto::error::Code::Superseded, text, 0);
                 }
                 _ = self.shutdown.cancelled() => {

@@ -1,0 +1,222 @@
+//! The uplink: gRPC streams from the spool to the registry.
+//!
+//! One stream per spool stream: the live one sends batches as they are
+//! spooled; older ones (a backlog left by an outage or a restart) are
+//! replayed beside it at `replay_batches_per_sec`. Each stream opens with a
+//! Hello carrying the spool stream's id; the registry's HelloAck says what is
+//! already durable, and every Ack removes batches from the spool. Any failure
+//! ends all streams and the uplink reconnects with jittered exponential
+//! backoff; nothing unacknowledged ever leaves the spool.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fieldlink_model::proto::{
+    self, GatewayMessage, Hello, RegistryMessage, gateway_message, ingest_client::IngestClient,
+    registry_message::Body,
+};
+use prost::Message;
+use rand::Rng;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::UplinkConfig;
+use crate::metrics::Metrics;
+use crate::spool::Spool;
+
+/// Runs the uplink until `shutdown`.
+#[derive(Debug)]
+pub struct Uplink {
+    /// Uplink settings.
+    pub config: UplinkConfig,
+    /// Gateway id for the Hello.
+    pub gateway_id: String,
+    /// Protocols for the Hello.
+    pub protocols: Vec<String>,
+    /// The spool.
+    pub spool: Arc<Mutex<Spool>>,
+    /// Woken when a batch is spooled.
+    pub wake: Arc<Notify>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Uplink {
+    /// Connects, streams, reconnects, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let mut backoff = this.config.reconnect_min;
+        loop {
+            let attempt = CancellationToken::new();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = this.clone().session(attempt.clone()) => r,
+            };
+            attempt.cancel();
+            this.metrics.uplink_connected.store(0, Relaxed);
+            match result {
+                Ok(()) => backoff = this.config.reconnect_min,
+                Err(e) => tracing::warn!(error = %e, "uplink down; reconnecting"),
+            }
+            let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+            backoff = (backoff * 2).min(this.config.reconnect_max);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One connection: a stream per spool stream, until one fails.
+    async fn session(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+        let channel = Endpoint::from_shared(self.config.registry.clone())
+            .map_err(|e| format!("uplink.registry: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach the registry at {}: {e}", self.config.registry))?;
+        let live = lock(&self.spool)
+            .rotate_if_backlog()
+            .map_err(|e| e.to_string())?;
+        let streams = lock(&self.spool).streams();
+        let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<(), String>)>(streams.len() + 1);
+        for (epoch, id) in streams {
+            let this = self.clone();
+            let channel = channel.clone();
+            let cancel = cancel.clone();
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                let result = this.stream(channel, epoch, id, epoch != live, cancel).await;
+                let _ = done.send((epoch, result)).await;
+            });
+        }
+        drop(done_tx);
+        self.metrics.uplink_connected.store(1, Relaxed);
+        tracing::info!(registry = %self.config.registry, "uplink connected");
+        while let Some((epoch, result)) = done_rx.recv().await {
+            match result {
+                Ok(()) if epoch != live => continue, // a backlog fully replayed
+                Ok(()) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams spool stream `epoch` until it fails, is cancelled or (for a
+    /// replay) is fully acknowledged.
+    async fn stream(
+        &self,
+        channel: Channel,
+        epoch: u64,
+        stream_id: String,
+        replay: bool,
+        cancel: CancellationToken,
+    ) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel::<GatewayMessage>(self.config.max_inflight_batches + 1);
+        let hello = Hello {
+            gateway_id: self.gateway_id.clone(),
+            stream_id: stream_id.clone(),
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocols: self.protocols.clone(),
+        };
+        tx.send(GatewayMessage {
+            body: Some(gateway_message::Body::Hello(hello)),
+        })
+        .await
+        .map_err(|_| "stream closed".to_owned())?;
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let bearer = format!("Bearer {}", self.config.token)
+            .parse()
+            .map_err(|_| "uplink.token: not valid in a header".to_owned())?;
+        request.metadata_mut().insert("authorization", bearer);
+        let mut client = IngestClient::new(channel).max_decoding_message_size(64 << 20);
+        let mut inbound = client
+            .stream(request)
+            .await
+            .map_err(|s| format!("registry refused the stream: {}: {}", s.code(), s.message()))?
+            .into_inner();
+        let acked = match inbound.message().await {
+            Ok(Some(RegistryMessage {
+                body: Some(Body::HelloAck(ack)),
+            })) => ack.acked_sequence,
+            Ok(other) => return Err(format!("expected HelloAck, got {other:?}")),
+            Err(s) => return Err(format!("{}: {}", s.code(), s.message())),
+        };
+        self.ack(epoch, acked)?;
+        let mut sent = acked.max(
+            lock(&self.spool)
+                .first_unacked(epoch)
+                .map_or(acked, |s| s - 1),
+        );
+        let mut inflight = 0usize;
+        let period = Duration::from_secs_f64(1.0 / f64::from(self.config.replay_batches_per_sec));
+        let mut pace = tokio::time::interval(period);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if replay && inflight == 0 && lock(&self.spool).first_unacked(epoch).is_none() {
+                tracing::info!(stream = %stream_id, "backlog replayed");
+                return Ok(());
+            }
+            // Send what fits in the window (one per tick when replaying).
+            let room = self.config.max_inflight_batches.saturating_sub(inflight);
+            let want = if replay { room.min(1) } else { room };
+            if want > 0 {
+                let batches = lock(&self.spool)
+                    .read_after(epoch, sent, want)
+                    .map_err(|e| e.to_string())?;
+                for (sequence, payload) in batches {
+                    let mut batch = proto::Batch::decode(payload.as_slice())
+                        .map_err(|e| format!("spool record {sequence} does not decode: {e}"))?;
+                    batch.sequence = sequence;
+                    let message = GatewayMessage {
+                        body: Some(gateway_message::Body::Batch(batch)),
+                    };
+                    tx.send(message)
+                        .await
+                        .map_err(|_| "stream closed".to_owned())?;
+                    sent = sequence;
+                    inflight += 1;
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = self.wake.notified(), if !replay => {}
+                _ = pace.tick(), if replay => {}
+                message = inbound.message() => match message {
+                    Ok(Some(RegistryMessage { body: Some(Body::Ack(ack)) })) => {
+                        inflight = inflight.saturating_sub(1);
+                        if !ack.rejections.is_empty() {
+                            tracing::warn!(sequence = ack.sequence, rejected = ack.rejected_points, first = ?ack.rejections.first(), "registry rejected part of a batch");
+                        }
+                        self.ack(epoch, ack.sequence)?;
+                        self.metrics.batches_acked.fetch_add(1, Relaxed);
+                    }
+                    Ok(Some(RegistryMessage { body: Some(Body::Error(e)) })) => {
+                        return Err(format!("registry error {:?}: {}", e.code(), e.message));
+                    }
+                    Ok(Some(other)) => return Err(format!("unexpected {other:?}")),
+                    Ok(None) => return Err("registry ended the stream".to_owned()),
+                    Err(s) => return Err(format!("{}: {}", s.code(), s.message())),
+                },
+            }
+        }
+    }
+
+    fn ack(&self, epoch: u64, sequence: u64) -> Result<(), String> {
+        let mut spool = lock(&self.spool);
+        spool.ack(epoch, sequence).map_err(|e| e.to_string())?;
+        self.metrics.spool_batches.store(spool.batches(), Relaxed);
+        self.metrics.spool_bytes.store(spool.bytes(), Relaxed);
+        Ok(())
+    }
+}
