@@ -1,8 +1,10 @@
 //! `fieldlink`: the one command-line tool. It parses flags and configuration,
 //! starts the crates that do the work, and maps failures to exit codes.
 
+mod gateway_cmd;
 mod registry_cmd;
 mod report;
+mod sim_cmd;
 
 use std::process::ExitCode;
 
@@ -20,6 +22,10 @@ struct Cli {
 enum Command {
     /// Run the registry: gRPC ingest from gateways, device store, counts, HTTP API.
     Registry(registry_cmd::RegistryArgs),
+    /// Run a gateway: poll devices (Modbus TCP), spool to disk, stream to the registry.
+    Gateway(gateway_cmd::GatewayArgs),
+    /// Simulated device fleets (Modbus TCP) with ground-truth manifest, tenants and gateway configs.
+    Sim(sim_cmd::SimArgs),
     /// Print the platform form's figures (form 1.1) or device list from a running registry.
     Report(report::ReportArgs),
     /// Run a load bench; prints a summary and writes JSON under benches/results/.
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Registry(args) => registry_cmd::run(args).await,
+            Command::Gateway(args) => gateway_cmd::run(args).await,
+            Command::Sim(args) => sim_cmd::run(args).await,
             Command::Report(args) => report::run(args).await,
             Command::Bench(BenchArgs {
                 bench: BenchCommand::Ingest(args),

@@ -29,6 +29,13 @@ pub struct GatewayConfig {
     /// Disk spool limits.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// Append a line per device, day and batch of what was spooled
+    /// (`device_id,day,points`) to this file; none when absent.
+    #[serde(default)]
+    pub ledger: Option<PathBuf>,
+    /// Offset of the time zone the ledger cuts days in (the registry's).
+    #[serde(default)]
+    pub utc_offset: fieldlink_model::UtcOffset,
     /// Prometheus `/metrics` listener; none when absent.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
@@ -397,6 +404,10 @@ pub struct Settings {
     pub spool: SpoolConfig,
     /// Metrics listener.
     pub metrics: Option<SocketAddr>,
+    /// Ledger file.
+    pub ledger: Option<PathBuf>,
+    /// Time zone of the ledger's days.
+    pub utc_offset: fieldlink_model::UtcOffset,
     /// Modbus defaults.
     pub modbus: ModbusConfig,
     /// Devices.
@@ -529,6 +540,8 @@ impl GatewayConfig {
             uplink: self.uplink.clone(),
             spool: self.spool.clone(),
             metrics: self.metrics.as_ref().map(|m| m.listen),
+            ledger: self.ledger.clone(),
+            utc_offset: self.utc_offset,
             modbus: self.modbus.clone(),
             devices,
         })
@@ -668,5 +681,61 @@ fn check_groups(key: &str, groups: &[PollGroupConfig], problems: &mut Vec<String
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../deploy/gateway.example.toml");
+
+    #[test]
+    fn shipped_example_parses_and_validates() {
+        let settings = GatewayConfig::from_toml(EXAMPLE).unwrap().validate().unwrap();
+        assert_eq!(settings.devices.len(), 2);
+        let cnc = &settings.devices[0];
+        assert_eq!(cnc.category, Category::MachineTools);
+        assert_eq!(cnc.poll_groups.len(), 2, "from the template");
+        assert_eq!(settings.devices[1].poll_groups[0].tags[0].word_order, Order::Little);
+    }
+
+    #[test]
+    fn problems_name_the_key_and_the_device() {
+        let text = r#"
+            gateway_id = "gw"
+            [uplink]
+            registry = "127.0.0.1:7600"
+            token = "0123456789abcdef"
+            [[devices]]
+            id = "d1"
+            class = "processing"
+            category = "mining"
+            type = "t"
+            name = "n"
+            endpoint = "plc.local:502"
+            template = "nope"
+            poll_groups = [ { interval = "1s", tags = [
+              { name = "a", area = "coil", address = 0, type = "u16" },
+              { name = "s", area = "holding-register", address = 65535, type = "f32" },
+            ] } ]
+        "#;
+        let err = GatewayConfig::from_toml(text).unwrap().validate().unwrap_err().to_string();
+        for needle in [
+            "uplink.registry: `127.0.0.1:7600` must be an http:// or https:// URL",
+            "devices[0] (d1).category: `mining` belongs to class `operating`, not `processing`",
+            "devices[0] (d1).endpoint: `plc.local:502` is not host:port",
+            "devices[0] (d1).template: no template `nope`",
+            "devices[0] (d1).poll_groups[0].tags[0] (a).type",
+            "devices[0] (d1).poll_groups[0].tags[1] (s).address",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = GatewayConfig::from_toml("gateway_id = \"g\"\nsurprise = 1\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `surprise`"), "{err}");
     }
 }

@@ -115,6 +115,14 @@ pub enum GatewayError {
     /// The spool cannot be opened.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The ledger file cannot be opened.
+    #[error("ledger {}: {source}", path.display())]
+    Ledger {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The metrics listener failed.
     #[error("metrics listener {addr}: {source}")]
     Metrics {

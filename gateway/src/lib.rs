@@ -109,6 +109,18 @@ pub async fn run(
         settings.uplink.batch_max_points,
         settings.uplink.batch_max_delay,
     );
+    let normalizer = match &settings.ledger {
+        Some(path) => {
+            let ledger = normalize::Ledger::open(path, settings.utc_offset).map_err(|source| {
+                GatewayError::Ledger {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            normalizer.with_ledger(ledger)
+        }
+        None => normalizer,
+    };
     // The normalizer ends when every device task has ended (channel closed).
     let normalizer = tokio::spawn(normalizer.run(events_rx, CancellationToken::new()));
 
@@ -120,6 +132,7 @@ pub async fn run(
         spool: spool.clone(),
         wake,
         metrics: metrics.clone(),
+        announces: Arc::new(normalize::announce_batches(&devices)),
     };
     let uplink = tokio::spawn(uplink.run(stop_uplink.clone()));
 

@@ -35,6 +35,23 @@ pub fn announce(device: &Device) -> DeviceAnnounce {
     }
 }
 
+/// Devices announced per batch.
+const ANNOUNCES_PER_BATCH: usize = 2_000;
+
+/// Encoded batches announcing every device.
+pub fn announce_batches(devices: &[Arc<Device>]) -> Vec<Vec<u8>> {
+    devices
+        .chunks(ANNOUNCES_PER_BATCH)
+        .map(|chunk| {
+            Batch {
+                announces: chunk.iter().map(|d| announce(d)).collect(),
+                ..Batch::default()
+            }
+            .encode_to_vec()
+        })
+        .collect()
+}
+
 /// Builds batches and spools them.
 #[derive(Debug)]
 pub struct Normalizer {
@@ -48,6 +65,47 @@ pub struct Normalizer {
     points: usize,
     by_device: HashMap<u32, usize>,
     sealed_at: Option<Instant>,
+    ledger: Option<Ledger>,
+}
+
+/// The gateway's own record of what it produced: per sealed batch, one line
+/// per device and day, `device_id,day,points` (good or uncertain points, the
+/// ones the registry counts), appended right after the batch is spooled.
+/// Evaluators and tests reconcile the registry's running logs with it.
+#[derive(Debug)]
+pub struct Ledger {
+    file: std::fs::File,
+    offset: fieldlink_model::UtcOffset,
+}
+
+impl Ledger {
+    /// Opens (appends to) `path`; days are cut at `offset`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open(path: &std::path::Path, offset: fieldlink_model::UtcOffset) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Ledger { file, offset })
+    }
+
+    fn record(&mut self, batch: &Batch) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut lines = String::new();
+        for t in &batch.telemetry {
+            let mut days: Vec<(fieldlink_model::Day, u64)> = Vec::new();
+            for p in t.points.iter().filter(|p| p.quality != proto::Quality::Bad as i32) {
+                let day = fieldlink_model::Day::of(i64::try_from(p.time_unix_nano).unwrap_or(i64::MAX), self.offset);
+                match days.iter_mut().find(|(d, _)| *d == day) {
+                    Some((_, n)) => *n += 1,
+                    None => days.push((day, 1)),
+                }
+            }
+            for (day, n) in days {
+                lines.push_str(&format!("{},{day},{n}\n", t.device_id));
+            }
+        }
+        self.file.write_all(lines.as_bytes())
+    }
 }
 
 impl Normalizer {
@@ -71,7 +129,14 @@ impl Normalizer {
             points: 0,
             by_device: HashMap::new(),
             sealed_at: None,
+            ledger: None,
         }
+    }
+
+    /// Also keeps a [`Ledger`] of what is spooled.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// Runs until the event channel closes or `shutdown`; seals what is left.
@@ -81,7 +146,7 @@ impl Normalizer {
         shutdown: CancellationToken,
     ) {
         // Every start announces every device: announces are idempotent.
-        for chunk in self.devices.clone().chunks(2_000) {
+        for chunk in self.devices.clone().chunks(ANNOUNCES_PER_BATCH) {
             self.batch.announces = chunk.iter().map(|d| announce(d)).collect();
             self.seal();
         }
@@ -192,6 +257,11 @@ impl Normalizer {
         };
         match appended {
             Ok((_, _, dropped)) => {
+                if let Some(ledger) = self.ledger.as_mut() {
+                    if let Err(e) = ledger.record(&batch) {
+                        tracing::error!(error = %e, "cannot write the ledger");
+                    }
+                }
                 self.metrics.points.fetch_add(points as u64, Relaxed);
                 self.metrics.batches_spooled.fetch_add(1, Relaxed);
                 self.metrics

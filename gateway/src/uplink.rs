@@ -42,6 +42,10 @@ pub struct Uplink {
     pub wake: Arc<Notify>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Encoded batches that announce every device: a new live stream starts
+    /// with them, so its points never arrive before the announces still
+    /// waiting in a backlog stream.
+    pub announces: Arc<Vec<Vec<u8>>>,
 }
 
 fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
@@ -84,10 +88,18 @@ impl Uplink {
             .connect()
             .await
             .map_err(|e| format!("cannot reach the registry at {}: {e}", self.config.registry))?;
-        let live = lock(&self.spool)
-            .rotate_if_backlog()
-            .map_err(|e| e.to_string())?;
-        let streams = lock(&self.spool).streams();
+        let (live, streams) = {
+            let mut spool = lock(&self.spool);
+            let before = spool.live().0;
+            let live = spool.rotate_if_backlog().map_err(|e| e.to_string())?;
+            if live != before {
+                tracing::info!(backlog_stream = before, live_stream = live, "backlog found: live data goes to a new stream");
+                for payload in self.announces.iter() {
+                    spool.append(payload).map_err(|e| e.to_string())?;
+                }
+            }
+            (live, spool.streams())
+        };
         let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<(), String>)>(streams.len() + 1);
         for (epoch, id) in streams {
             let this = self.clone();
@@ -153,6 +165,7 @@ impl Uplink {
             Err(s) => return Err(format!("{}: {}", s.code(), s.message())),
         };
         self.ack(epoch, acked)?;
+        tracing::info!(stream = %stream_id, epoch, replay, acked, "uplink stream open");
         let mut sent = acked.max(
             lock(&self.spool)
                 .first_unacked(epoch)
@@ -196,7 +209,7 @@ impl Uplink {
                     Ok(Some(RegistryMessage { body: Some(Body::Ack(ack)) })) => {
                         inflight = inflight.saturating_sub(1);
                         if !ack.rejections.is_empty() {
-                            tracing::warn!(sequence = ack.sequence, rejected = ack.rejected_points, first = ?ack.rejections.first(), "registry rejected part of a batch");
+                            tracing::warn!(stream = %stream_id, replay, sequence = ack.sequence, rejected = ack.rejected_points, rejections = ?ack.rejections, "registry rejected part of a batch");
                         }
                         self.ack(epoch, ack.sequence)?;
                         self.metrics.batches_acked.fetch_add(1, Relaxed);

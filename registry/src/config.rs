@@ -23,6 +23,9 @@ pub struct RegistryConfig {
     /// Directory of the embedded device store; created when missing.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Page cache of the embedded store, bytes (redb's own default is 1 GiB).
+    #[serde(default = "default_store_cache_bytes")]
+    pub store_cache_bytes: usize,
     /// Where the registry listens.
     #[serde(default)]
     pub listen: ListenConfig,
@@ -111,6 +114,9 @@ pub struct TenantsFile {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data/registry")
 }
+fn default_store_cache_bytes() -> usize {
+    128 * 1024 * 1024
+}
 fn default_grpc() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7600))
 }
@@ -174,6 +180,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             data_dir: default_data_dir(),
+            store_cache_bytes: default_store_cache_bytes(),
             listen: ListenConfig::default(),
             time: TimeConfig::default(),
             ingest: IngestConfig::default(),
@@ -198,6 +205,8 @@ pub struct Tenant {
 pub struct Settings {
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
+    /// Page cache of the embedded store, bytes.
+    pub store_cache_bytes: usize,
     /// gRPC listen address.
     pub grpc_addr: SocketAddr,
     /// HTTP listen address.
@@ -272,6 +281,12 @@ impl RegistryConfig {
             problem(
                 "listen.http".into(),
                 format!("same address as listen.grpc ({})", self.listen.grpc),
+            );
+        }
+        if !(1 << 20..=1 << 40).contains(&self.store_cache_bytes) {
+            problem(
+                "store_cache_bytes".into(),
+                format!("must be 1 MiB..=1 TiB, got {}", self.store_cache_bytes),
             );
         }
         let t = &self.time;
@@ -354,6 +369,7 @@ impl RegistryConfig {
         }
         Ok(Settings {
             data_dir: self.data_dir.clone(),
+            store_cache_bytes: self.store_cache_bytes,
             grpc_addr: self.listen.grpc,
             http_addr: self.listen.http,
             utc_offset: t.utc_offset,

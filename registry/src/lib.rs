@@ -100,7 +100,7 @@ impl Registry {
     /// # Errors
     /// `RegistryError::Store` when the store cannot be opened or read.
     pub fn open(settings: Settings) -> Result<Self, RegistryError> {
-        let store = RedbStore::open(&settings.data_dir)?;
+        let store = RedbStore::open(&settings.data_dir, settings.store_cache_bytes)?;
         Self::with_store(settings, Arc::new(store))
     }
 

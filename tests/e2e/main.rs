@@ -4,6 +4,8 @@
 mod support;
 
 mod config_errors;
+mod gateway_modbus;
+mod gateway_restart;
 mod registry_api;
 mod registry_counting;
 mod registry_input;

@@ -47,16 +47,20 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` with a page cache of at most
+    /// `cache_bytes`.
     ///
     /// # Errors
     /// `StoreError` when the directory or the file cannot be used.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             dir: dir.to_owned(),
             source,
         })?;
-        let db = Database::create(dir.join(FILE_NAME)).map_err(db_err)?;
+        let db = ::redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(dir.join(FILE_NAME))
+            .map_err(db_err)?;
         // Create the tables so that readers never meet a missing one.
         let txn = db.begin_write().map_err(db_err)?;
         {
@@ -325,7 +329,7 @@ mod tests {
     fn commit_merges_days_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = RedbStore::open(dir.path()).unwrap();
+            let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
             let commit = Commit {
                 devices: vec![record("b", 1), record("a", 0)],
                 statuses: vec![(
@@ -363,7 +367,7 @@ mod tests {
             };
             store.commit(&more).unwrap();
         }
-        let store = RedbStore::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
         let mut ids = Vec::new();
         store
             .scan_devices(None, &mut |r| {

@@ -2,6 +2,8 @@
 //! minimal gateway client speaking the real gRPC stream, and HTTP helpers.
 #![allow(dead_code)]
 
+pub mod modbus_device;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

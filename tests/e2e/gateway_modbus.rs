@@ -1,0 +1,101 @@
+//! A gateway polling a Modbus TCP device streams to a registry, and the
+//! registry counts the device.
+
+use std::time::Duration;
+
+use fieldlink_gateway::GatewayConfig;
+
+use crate::support::*;
+
+fn gateway_config(dir: &std::path::Path, registry: &str, device: std::net::SocketAddr, extra_device: &str) -> String {
+    format!(
+        r#"gateway_id = "gw-modbus-1"
+data_dir = "{data}"
+
+[uplink]
+registry = "{registry}"
+token = "{PUBLIC_TOKEN}"
+batch_max_delay = "50ms"
+
+[modbus]
+timeout = "300ms"
+backoff_min = "100ms"
+backoff_max = "500ms"
+
+[templates.cnc]
+poll_groups = [
+  {{ interval = "100ms", tags = [
+    {{ name = "spindle_speed", area = "holding-register", address = 0, type = "u16", unit = "rpm" }},
+    {{ name = "spindle_load", area = "holding-register", address = 1, type = "u16", scale = 0.1, unit = "%" }},
+    {{ name = "feed_rate", area = "holding-register", address = 2, type = "f32", unit = "mm/min" }},
+  ] }},
+]
+
+[[devices]]
+id = "cnc-0001"
+class = "processing"
+category = "machine-tools"
+type = "VMC-850"
+name = "CNC machining centre 1"
+endpoint = "{device}"
+template = "cnc"
+attributes = {{ vendor = "acme" }}
+{extra_device}
+"#,
+        data = dir.join("gw").display()
+    )
+}
+
+#[tokio::test]
+async fn a_polled_modbus_device_is_counted_by_the_registry() {
+    let registry = TestRegistry::start("").await;
+    let feed = 1234.5f32.to_bits();
+    let (device, _server) = modbus_device::serve(vec![1500, 655, (feed >> 16) as u16, feed as u16]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A second device that never answers: it must not stall the first.
+    let silent = r#"
+[[devices]]
+id = "cnc-0002"
+class = "processing"
+category = "machine-tools"
+type = "VMC-850"
+name = "CNC machining centre 2 (switched off)"
+endpoint = "127.0.0.1:1"
+template = "cnc"
+"#;
+    let text = gateway_config(dir.path(), &registry.grpc, device, silent);
+    let settings = GatewayConfig::from_toml(&text).unwrap().validate().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(fieldlink_gateway::run(settings, async {
+        let _ = stopped.await;
+    }));
+
+    eventually("the device counted as registered, online and reporting", || async {
+        let s = registry.summary(None).await;
+        figure(&s, "reporting", "total", "") == 1 && figure(&s, "online", "total", "") == 1
+    })
+    .await;
+    let s = registry.summary(None).await;
+    assert_eq!(figure(&s, "registered", "total", ""), 2);
+    assert_eq!(figure(&s, "registered", "by_class", "processing"), 2);
+    assert_eq!(s["protocols"]["list"], serde_json::json!(["modbus-tcp"]));
+    let (_, d) = registry.get("/api/v1/devices/cnc-0001").await;
+    assert_eq!(d["name"], "CNC machining centre 1");
+    assert_eq!(d["attributes"]["vendor"], "acme");
+    let (_, off) = registry.get("/api/v1/devices/cnc-0002").await;
+    assert_eq!(off["online"], false);
+    assert!(off["status"]["reason"].as_str().unwrap().contains("connect"), "{off}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, days) = registry.get("/api/v1/devices/cnc-0001/days").await;
+    let points = days["days"][0]["points"].as_u64().unwrap();
+    assert!(points >= 3, "{days}");
+    assert_eq!(points % 3, 0, "three tags per poll: {points}");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), gateway)
+        .await
+        .expect("gateway stops")
+        .unwrap()
+        .unwrap();
+    registry.stop().await;
+}
