@@ -6,6 +6,7 @@ mod support;
 mod config_errors;
 mod gateway_modbus;
 mod gateway_restart;
+mod interop;
 mod registry_api;
 mod registry_counting;
 mod registry_input;

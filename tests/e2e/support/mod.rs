@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod modbus_device;
+pub mod peers;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
