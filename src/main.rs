@@ -1,6 +1,7 @@
 //! `fieldlink`: the one command-line tool. It parses flags and configuration,
 //! starts the crates that do the work, and maps failures to exit codes.
 
+mod demo_cmd;
 mod gateway_cmd;
 mod registry_cmd;
 mod report;
@@ -20,6 +21,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Everything in one process: registry, a simulated fleet of all four classes over a public
+    /// and a private tenant, and their gateways; prints the dashboard URL and live counts.
+    Demo(demo_cmd::DemoArgs),
     /// Run the registry: gRPC ingest from gateways, device store, counts, HTTP API.
     Registry(registry_cmd::RegistryArgs),
     /// Run a gateway: poll devices (Modbus TCP), spool to disk, stream to the registry.
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Registry(args) => registry_cmd::run(args).await,
+            Command::Demo(args) => demo_cmd::run(args).await,
             Command::Gateway(args) => gateway_cmd::run(args).await,
             Command::Sim(args) => sim_cmd::run(args).await,
             Command::Report(args) => report::run(args).await,

@@ -199,6 +199,11 @@ impl Counters {
             .map_or("", String::as_str)
     }
 
+    /// Every tenant name, by interned id.
+    pub fn tenant_names(&self) -> &[String] {
+        &self.tenant_names
+    }
+
     /// Interned id of a gateway (interning it).
     pub fn gateway(&mut self, tenant: u16, id: &str, now: i64) -> u32 {
         let next = u32::try_from(self.gateways.len()).unwrap_or(u32::MAX);

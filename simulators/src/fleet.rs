@@ -503,3 +503,161 @@ async fn stop_shards(mut shards: Vec<Shard>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        shard: ShardArgs,
+    }
+
+    #[test]
+    fn shard_args_round_trip_through_the_parser() {
+        let args = ShardArgs {
+            devices: 20_000,
+            seed: 77,
+            mix: "operating=1,other=3".parse().unwrap(),
+            port: 5020,
+            from: 8000,
+            to: 16_000,
+            watch_stdin: true,
+        };
+        let argv = std::iter::once("shard".to_owned()).chain(args.to_args());
+        assert_eq!(Cli::try_parse_from(argv).unwrap().shard, args);
+    }
+
+    #[tokio::test]
+    async fn a_bad_shard_range_is_refused() {
+        let args = ShardArgs {
+            devices: 10,
+            seed: 1,
+            mix: Mix::default(),
+            port: 0,
+            from: 5,
+            to: 11,
+            watch_stdin: false,
+        };
+        let err = run_shard(&args, async {}).await.unwrap_err();
+        assert!(err.to_string().starts_with("--from/--to"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_small_fleet_runs_in_process_and_stops() {
+        let plan = FleetPlan::new(FleetSpec {
+            devices: 5,
+            port: 0,
+            ..FleetSpec::default()
+        })
+        .unwrap();
+        let options = RunOptions {
+            shard_command: Some(ShardCommand {
+                program: "/nonexistent".into(),
+                args: Vec::new(),
+            }),
+            ..RunOptions::default()
+        };
+        let fleet = RunningFleet::start(&plan, options).await.unwrap();
+        assert_eq!(fleet.processes(), 1);
+        assert!(fleet.shard_pids().is_empty());
+        fleet.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_shard_that_cannot_start_is_reported() {
+        let plan = FleetPlan::new(FleetSpec {
+            devices: 5,
+            port: 0,
+            ..FleetSpec::default()
+        })
+        .unwrap();
+        let options = RunOptions {
+            shard_size: 2,
+            shard_command: Some(ShardCommand {
+                program: "/nonexistent/fieldlink".into(),
+                args: Vec::new(),
+            }),
+            ..RunOptions::default()
+        };
+        let err = RunningFleet::start(&plan, options).await.unwrap_err();
+        assert!(err.to_string().contains("cannot start"), "{err}");
+    }
+
+    /// A stand-in shard: `sh` parses the shard flags, reports ready, then
+    /// runs `tail` (e.g. `cat >/dev/null` waits for stdin to close).
+    #[cfg(unix)]
+    fn fake_shard(tail: &str) -> ShardCommand {
+        let script = format!(
+            "while [ $# -gt 0 ]; do case $1 in --from) f=$2;; --to) t=$2;; esac; shift; done; \
+             echo \"ready $f $t\"; {tail}"
+        );
+        ShardCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into(), "shard".into()],
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn shards_start_report_ready_and_stop_when_stdin_closes() {
+        let plan = FleetPlan::new(FleetSpec {
+            devices: 25,
+            port: 0,
+            ..FleetSpec::default()
+        })
+        .unwrap();
+        let options = RunOptions {
+            shard_size: 10,
+            shard_command: Some(fake_shard("cat >/dev/null")),
+            ..RunOptions::default()
+        };
+        let fleet = RunningFleet::start(&plan, options).await.unwrap();
+        assert_eq!(fleet.processes(), 3);
+        assert_eq!(fleet.shard_ranges(), vec![0..10, 10..20, 20..25]);
+        assert_eq!(fleet.shard_pids().len(), 3);
+        let started = std::time::Instant::now();
+        fleet.stop().await;
+        assert!(
+            started.elapsed() < SHARD_STOP_TIMEOUT,
+            "shards were killed, not stopped"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_shard_that_exits_is_reported() {
+        let plan = FleetPlan::new(FleetSpec {
+            devices: 4,
+            port: 0,
+            ..FleetSpec::default()
+        })
+        .unwrap();
+        let options = RunOptions {
+            shard_size: 2,
+            shard_command: Some(fake_shard("sleep 0.2; exit 3")),
+            ..RunOptions::default()
+        };
+        let mut fleet = RunningFleet::start(&plan, options).await.unwrap();
+        let err = fleet.failed().await.to_string();
+        assert!(err.contains("exit status: 3"), "{err}");
+        fleet.stop().await;
+
+        let options = RunOptions {
+            shard_size: 2,
+            shard_command: Some(ShardCommand {
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), "exit 1".into()],
+            }),
+            ..RunOptions::default()
+        };
+        let err = RunningFleet::start(&plan, options).await.unwrap_err();
+        assert!(
+            err.to_string().contains("exited before it was ready"),
+            "{err}"
+        );
+    }
+}

@@ -192,12 +192,7 @@ pub(crate) async fn list(
             .iter()
             .map(|s| (*s, counters.is_online(s, now)))
             .collect();
-        let tenants = (0..=u16::MAX)
-            .map_while(|t| {
-                let name = counters.tenant_name(t);
-                (!name.is_empty()).then(|| name.to_owned())
-            })
-            .collect();
+        let tenants = counters.tenant_names().to_vec();
         let reported = counters
             .day(day)
             .map(|d| d.devices.clone())

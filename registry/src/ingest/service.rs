@@ -298,7 +298,11 @@ impl Session {
 
     /// Ends the stream with a typed error, then a status.
     fn fail(&self, code: proto::error::Code, text: String, sequence: u64) {
-        tracing::warn!(?code, %text, "ending gateway stream");
+        if code == proto::error::Code::Shutdown {
+            tracing::info!(%text, "ending gateway stream");
+        } else {
+            tracing::warn!(?code, %text, "ending gateway stream");
+        }
         let _ = self.tx.send((error(code, text.clone(), sequence), None));
         let status = match code {
             proto::error::Code::Shutdown | proto::error::Code::Storage => Status::unavailable(text),
