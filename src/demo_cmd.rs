@@ -42,15 +42,20 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => {
-            temp = tempfile::Builder::new().prefix("fieldlink-demo-").tempdir()?;
+            temp = tempfile::Builder::new()
+                .prefix("fieldlink-demo-")
+                .tempdir()?;
             temp.path().to_owned()
         }
     };
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let grpc_url = format!("http://{}", grpc.local_addr()?);
-    let http = TcpListener::bind(args.http)
-        .await
-        .with_context(|| format!("cannot listen on --http {} (in use? pick another)", args.http))?;
+    let http = TcpListener::bind(args.http).await.with_context(|| {
+        format!(
+            "cannot listen on --http {} (in use? pick another)",
+            args.http
+        )
+    })?;
     let http_addr = http.local_addr()?;
 
     let plan = FleetPlan::new(FleetSpec {
@@ -70,7 +75,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let registry = Registry::open(config.validate()?).context("cannot open the registry store")?;
     let shared = registry.shared().clone();
     let stop_registry = CancellationToken::new();
-    let registry = tokio::spawn(registry.serve(grpc, http, stop_registry.clone().cancelled_owned()));
+    let registry =
+        tokio::spawn(registry.serve(grpc, http, stop_registry.clone().cancelled_owned()));
 
     let fleet = RunningFleet::start(
         &plan,

@@ -661,12 +661,12 @@ fn check_groups(key: &str, groups: &[PollGroupConfig], problems: &mut Vec<String
             if tag.data_type == DataType::String && !(1..=125).contains(&tag.length) {
                 problems.push(format!("{tkey}.length: a string needs 1..=125 registers"));
             }
-            if let Some(bit) = tag.bit {
-                if bit > 15 || tag.data_type != DataType::Bool || tag.area.is_bits() {
-                    problems.push(format!(
-                        "{tkey}.bit: only a bool in a register area, 0..=15"
-                    ));
-                }
+            if let Some(bit) = tag.bit
+                && (bit > 15 || tag.data_type != DataType::Bool || tag.area.is_bits())
+            {
+                problems.push(format!(
+                    "{tkey}.bit: only a bool in a register area, 0..=15"
+                ));
             }
             let span = u32::from(tag.data_type.registers(tag.length));
             if u32::from(tag.address) + span > 65_536 {
@@ -692,12 +692,18 @@ mod tests {
 
     #[test]
     fn shipped_example_parses_and_validates() {
-        let settings = GatewayConfig::from_toml(EXAMPLE).unwrap().validate().unwrap();
+        let settings = GatewayConfig::from_toml(EXAMPLE)
+            .unwrap()
+            .validate()
+            .unwrap();
         assert_eq!(settings.devices.len(), 2);
         let cnc = &settings.devices[0];
         assert_eq!(cnc.category, Category::MachineTools);
         assert_eq!(cnc.poll_groups.len(), 2, "from the template");
-        assert_eq!(settings.devices[1].poll_groups[0].tags[0].word_order, Order::Little);
+        assert_eq!(
+            settings.devices[1].poll_groups[0].tags[0].word_order,
+            Order::Little
+        );
     }
 
     #[test]
@@ -720,7 +726,11 @@ mod tests {
               { name = "s", area = "holding-register", address = 65535, type = "f32" },
             ] } ]
         "#;
-        let err = GatewayConfig::from_toml(text).unwrap().validate().unwrap_err().to_string();
+        let err = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
         for needle in [
             "uplink.registry: `127.0.0.1:7600` must be an http:// or https:// URL",
             "devices[0] (d1).category: `mining` belongs to class `operating`, not `processing`",
@@ -735,7 +745,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = GatewayConfig::from_toml("gateway_id = \"g\"\nsurprise = 1\n").unwrap_err().to_string();
+        let err = GatewayConfig::from_toml("gateway_id = \"g\"\nsurprise = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `surprise`"), "{err}");
     }
 }

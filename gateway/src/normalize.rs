@@ -83,8 +83,14 @@ impl Ledger {
     ///
     /// # Errors
     /// When the file cannot be opened.
-    pub fn open(path: &std::path::Path, offset: fieldlink_model::UtcOffset) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    pub fn open(
+        path: &std::path::Path,
+        offset: fieldlink_model::UtcOffset,
+    ) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         Ok(Ledger { file, offset })
     }
 
@@ -93,8 +99,15 @@ impl Ledger {
         let mut lines = String::new();
         for t in &batch.telemetry {
             let mut days: Vec<(fieldlink_model::Day, u64)> = Vec::new();
-            for p in t.points.iter().filter(|p| p.quality != proto::Quality::Bad as i32) {
-                let day = fieldlink_model::Day::of(i64::try_from(p.time_unix_nano).unwrap_or(i64::MAX), self.offset);
+            for p in t
+                .points
+                .iter()
+                .filter(|p| p.quality != proto::Quality::Bad as i32)
+            {
+                let day = fieldlink_model::Day::of(
+                    i64::try_from(p.time_unix_nano).unwrap_or(i64::MAX),
+                    self.offset,
+                );
                 match days.iter_mut().find(|(d, _)| *d == day) {
                     Some((_, n)) => *n += 1,
                     None => days.push((day, 1)),
@@ -257,10 +270,10 @@ impl Normalizer {
         };
         match appended {
             Ok((_, _, dropped)) => {
-                if let Some(ledger) = self.ledger.as_mut() {
-                    if let Err(e) = ledger.record(&batch) {
-                        tracing::error!(error = %e, "cannot write the ledger");
-                    }
+                if let Some(ledger) = self.ledger.as_mut()
+                    && let Err(e) = ledger.record(&batch)
+                {
+                    tracing::error!(error = %e, "cannot write the ledger");
                 }
                 self.metrics.points.fetch_add(points as u64, Relaxed);
                 self.metrics.batches_spooled.fetch_add(1, Relaxed);

@@ -93,7 +93,11 @@ impl Uplink {
             let before = spool.live().0;
             let live = spool.rotate_if_backlog().map_err(|e| e.to_string())?;
             if live != before {
-                tracing::info!(backlog_stream = before, live_stream = live, "backlog found: live data goes to a new stream");
+                tracing::info!(
+                    backlog_stream = before,
+                    live_stream = live,
+                    "backlog found: live data goes to a new stream"
+                );
                 for payload in self.announces.iter() {
                     spool.append(payload).map_err(|e| e.to_string())?;
                 }

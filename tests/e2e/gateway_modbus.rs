@@ -7,7 +7,12 @@ use fieldlink_gateway::GatewayConfig;
 
 use crate::support::*;
 
-fn gateway_config(dir: &std::path::Path, registry: &str, device: std::net::SocketAddr, extra_device: &str) -> String {
+fn gateway_config(
+    dir: &std::path::Path,
+    registry: &str,
+    device: std::net::SocketAddr,
+    extra_device: &str,
+) -> String {
     format!(
         r#"gateway_id = "gw-modbus-1"
 data_dir = "{data}"
@@ -50,7 +55,8 @@ attributes = {{ vendor = "acme" }}
 async fn a_polled_modbus_device_is_counted_by_the_registry() {
     let registry = TestRegistry::start("").await;
     let feed = 1234.5f32.to_bits();
-    let (device, _server) = modbus_device::serve(vec![1500, 655, (feed >> 16) as u16, feed as u16]).await;
+    let (device, _server) =
+        modbus_device::serve(vec![1500, 655, (feed >> 16) as u16, feed as u16]).await;
     let dir = tempfile::tempdir().unwrap();
     // A second device that never answers: it must not stall the first.
     let silent = r#"
@@ -70,10 +76,13 @@ template = "cnc"
         let _ = stopped.await;
     }));
 
-    eventually("the device counted as registered, online and reporting", || async {
-        let s = registry.summary(None).await;
-        figure(&s, "reporting", "total", "") == 1 && figure(&s, "online", "total", "") == 1
-    })
+    eventually(
+        "the device counted as registered, online and reporting",
+        || async {
+            let s = registry.summary(None).await;
+            figure(&s, "reporting", "total", "") == 1 && figure(&s, "online", "total", "") == 1
+        },
+    )
     .await;
     let s = registry.summary(None).await;
     assert_eq!(figure(&s, "registered", "total", ""), 2);
@@ -84,7 +93,13 @@ template = "cnc"
     assert_eq!(d["attributes"]["vendor"], "acme");
     let (_, off) = registry.get("/api/v1/devices/cnc-0002").await;
     assert_eq!(off["online"], false);
-    assert!(off["status"]["reason"].as_str().unwrap().contains("connect"), "{off}");
+    assert!(
+        off["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{off}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, days) = registry.get("/api/v1/devices/cnc-0001/days").await;
     let points = days["days"][0]["points"].as_u64().unwrap();

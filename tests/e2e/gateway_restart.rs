@@ -14,7 +14,10 @@ fn spawn_gateway(config: &Path, registry: &str) -> Child {
         .args(["gateway", "--config"])
         .arg(config)
         .args(["--registry", registry])
-        .env("FIELDLINK_LOG", std::env::var("GW_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "FIELDLINK_LOG",
+            std::env::var("GW_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -26,10 +29,13 @@ fn ledger_totals(path: &Path) -> BTreeMap<(String, String), u64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     for line in text.lines() {
         let mut fields = line.split(',');
-        let (Some(device), Some(day), Some(n)) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(device), Some(day), Some(n)) = (fields.next(), fields.next(), fields.next())
+        else {
             panic!("bad ledger line {line:?}");
         };
-        *totals.entry((device.to_owned(), day.to_owned())).or_default() += n.parse::<u64>().unwrap();
+        *totals
+            .entry((device.to_owned(), day.to_owned()))
+            .or_default() += n.parse::<u64>().unwrap();
     }
     totals
 }
@@ -38,7 +44,11 @@ fn ledger_totals(path: &Path) -> BTreeMap<(String, String), u64> {
 async fn kill_9_of_the_gateway_during_an_outage_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let registry_config = dir.path().join("registry.toml");
-    std::fs::write(&registry_config, config_text(&dir.path().join("registry-data"), "")).unwrap();
+    std::fs::write(
+        &registry_config,
+        config_text(&dir.path().join("registry-data"), ""),
+    )
+    .unwrap();
     let (device_a, _a) = modbus_device::serve(vec![10, 20, 30]).await;
     let (device_b, _b) = modbus_device::serve(vec![40, 50, 60]).await;
     let ledger = dir.path().join("ledger.csv");
@@ -104,7 +114,10 @@ replay_batches_per_sec = 1000
     // A clean stop: the gateway flushes its spool before it exits.
     let pid = gateway.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || gateway.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || gateway.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
 
     let expected = ledger_totals(&ledger);
@@ -119,7 +132,13 @@ replay_batches_per_sec = 1000
             );
         }
     }
-    assert_eq!(got, expected, "registry running logs vs the gateway's ledger");
+    assert_eq!(
+        got, expected,
+        "registry running logs vs the gateway's ledger"
+    );
     let (_, metrics) = get_text(&format!("{}/metrics", registry.http)).await;
-    assert!(metrics.contains("fieldlink_registry_batches_applied_total"), "{metrics}");
+    assert!(
+        metrics.contains("fieldlink_registry_batches_applied_total"),
+        "{metrics}"
+    );
 }

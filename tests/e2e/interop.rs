@@ -23,7 +23,10 @@ impl Drop for Peer {
 
 fn start_pymodbus(python: &std::path::Path, port: u16) -> Peer {
     let mut child = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pymodbus_server.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/pymodbus_server.py"
+        ))
         .arg(port.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -31,7 +34,9 @@ fn start_pymodbus(python: &std::path::Path, port: u16) -> Peer {
         .expect("start the pymodbus server");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("ready line");
     assert_eq!(line.trim(), format!("ready {port}"));
     Peer(child)
 }
@@ -74,7 +79,9 @@ poll_groups = [ {{ interval = "100ms", tags = [
 
 #[tokio::test]
 async fn the_gateway_decodes_a_pymodbus_device_and_the_registry_counts_it() {
-    let Some(python) = python_with_pymodbus() else { return };
+    let Some(python) = python_with_pymodbus() else {
+        return;
+    };
     let port = free_port();
     let _peer = start_pymodbus(&python, port);
     let registry = TestRegistry::start("").await;
@@ -86,7 +93,10 @@ async fn the_gateway_decodes_a_pymodbus_device_and_the_registry_counts_it() {
 
     // The driver's decoding against the peer's register map.
     let driver = ModbusDriver::new(settings.modbus.clone());
-    let mut session = driver.connect(&settings.devices[0]).await.expect("connect to pymodbus");
+    let mut session = driver
+        .connect(&settings.devices[0])
+        .await
+        .expect("connect to pymodbus");
     let read = session.read_group(0).await.expect("read");
     let values: Vec<Option<Value>> = read.readings.into_iter().map(|r| r.value).collect();
     assert_eq!(
@@ -103,7 +113,10 @@ async fn the_gateway_decodes_a_pymodbus_device_and_the_registry_counts_it() {
             Some(Value::BoolValue(true)),
         ]
     );
-    assert_eq!(read.requests, 4, "holding 0..8, input 0..2, coils 0..2, discrete 1");
+    assert_eq!(
+        read.requests, 4,
+        "holding 0..8, input 0..2, coils 0..2, discrete 1"
+    );
     drop(session);
 
     // The whole path: gateway → registry.
@@ -113,7 +126,8 @@ async fn the_gateway_decodes_a_pymodbus_device_and_the_registry_counts_it() {
     }));
     eventually("the pymodbus device reporting", || async {
         let s = registry.summary(None).await;
-        figure(&s, "reporting", "by_class", "processing") == 1 && figure(&s, "online", "total", "") == 1
+        figure(&s, "reporting", "by_class", "processing") == 1
+            && figure(&s, "online", "total", "") == 1
     })
     .await;
     let _ = stop.send(());

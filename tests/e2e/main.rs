@@ -4,9 +4,11 @@
 mod support;
 
 mod config_errors;
+mod fleet_counts;
 mod gateway_modbus;
 mod gateway_restart;
 mod interop;
+mod interop_mbpoll;
 mod registry_api;
 mod registry_counting;
 mod registry_input;

@@ -124,9 +124,15 @@ impl RegistryProcess {
     /// Starts `fieldlink registry --config CONFIG` on free ports and waits
     /// for its listening line.
     pub fn spawn(config: &Path) -> Self {
+        Self::spawn_with(config, &[])
+    }
+
+    /// As [`RegistryProcess::spawn`], with extra arguments.
+    pub fn spawn_with(config: &Path, extra: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
             .args(["registry", "--config"])
             .arg(config)
+            .args(extra)
             .args(["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .env("FIELDLINK_LOG", "warn")
             .stdout(Stdio::piped())

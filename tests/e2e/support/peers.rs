@@ -9,7 +9,10 @@ fn required() -> bool {
 }
 
 fn missing(what: &str, how: &str) -> Option<PathBuf> {
-    assert!(!required(), "interop peer {what} is missing (CI=true): {how}");
+    assert!(
+        !required(),
+        "interop peer {what} is missing (CI=true): {how}"
+    );
     eprintln!("SKIPPED (peer missing): {what}; {how}");
     None
 }
@@ -18,7 +21,10 @@ fn missing(what: &str, how: &str) -> Option<PathBuf> {
 pub fn python_with_pymodbus() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("FIELDLINK_PYTHON").map(PathBuf::from),
-        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/peers/venv/bin/python"))),
+        Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/peers/venv/bin/python"
+        ))),
     ];
     for python in candidates.into_iter().flatten() {
         let ok = std::process::Command::new(&python)
@@ -29,7 +35,10 @@ pub fn python_with_pymodbus() -> Option<PathBuf> {
             return Some(python);
         }
     }
-    missing("pymodbus", "run scripts/test, which installs it in target/peers/venv")
+    missing(
+        "pymodbus",
+        "run scripts/test, which installs it in target/peers/venv",
+    )
 }
 
 /// The `mbpoll` command (Debian package mbpoll).
