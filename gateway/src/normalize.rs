@@ -266,6 +266,9 @@ impl Normalizer {
             let appended = spool.append(&payload);
             self.metrics.spool_batches.store(spool.batches(), Relaxed);
             self.metrics.spool_bytes.store(spool.bytes(), Relaxed);
+            self.metrics
+                .uplink_lag_ms
+                .store(spool.oldest_age_ms(), Relaxed);
             appended
         };
         match appended {

@@ -29,6 +29,9 @@ struct Entry {
     sequence: u64,
     offset: u64,
     len: u32,
+    /// When it was appended (ms since epoch; for recovered records, when the
+    /// spool was opened).
+    appended_ms: i64,
 }
 
 #[derive(Debug)]
@@ -268,6 +271,7 @@ impl Spool {
             sequence,
             offset: segment.bytes,
             len: payload.len() as u32,
+            appended_ms: now_ms(),
         });
         segment.bytes += size;
         stream.next_sequence += 1;
@@ -379,6 +383,18 @@ impl Spool {
         self.streams.get(&epoch).and_then(Stream::first_unacked)
     }
 
+    /// Age in milliseconds of the oldest unacknowledged batch (0 for none).
+    pub fn oldest_age_ms(&self) -> u64 {
+        let oldest = self
+            .streams
+            .values()
+            .flat_map(|s| &s.segments)
+            .flat_map(|s| s.entries.first())
+            .map(|e| e.appended_ms)
+            .min();
+        oldest.map_or(0, |t| u64::try_from(now_ms() - t).unwrap_or(0))
+    }
+
     /// Batches waiting in all streams.
     pub fn batches(&self) -> u64 {
         self.streams.values().map(Stream::records).sum()
@@ -392,6 +408,10 @@ impl Spool {
             .map(|s| s.bytes)
             .sum()
     }
+}
+
+fn now_ms() -> i64 {
+    fieldlink_model::now_unix_nanos() / 1_000_000
 }
 
 fn read_record(file: &mut File, path: &Path, entry: &Entry) -> Result<Vec<u8>, SpoolError> {
@@ -426,6 +446,7 @@ fn check_record(header: &[u8; HEADER], payload: &[u8]) -> Result<u64, String> {
 
 /// Rebuilds a stream's index from its segments, cutting off a torn tail.
 fn recover_stream(dir: &Path, id: &str) -> Result<Stream, SpoolError> {
+    let opened_ms = now_ms();
     let mut paths: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(io(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -457,6 +478,7 @@ fn recover_stream(dir: &Path, id: &str) -> Result<Stream, SpoolError> {
                         sequence,
                         offset: offset as u64,
                         len: len as u32,
+                        appended_ms: opened_ms,
                     });
                     next_sequence = next_sequence.max(sequence + 1);
                     offset += HEADER + len;

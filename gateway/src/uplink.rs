@@ -232,6 +232,9 @@ impl Uplink {
     fn ack(&self, epoch: u64, sequence: u64) -> Result<(), String> {
         let mut spool = lock(&self.spool);
         spool.ack(epoch, sequence).map_err(|e| e.to_string())?;
+        self.metrics
+            .uplink_lag_ms
+            .store(spool.oldest_age_ms(), Relaxed);
         self.metrics.spool_batches.store(spool.batches(), Relaxed);
         self.metrics.spool_bytes.store(spool.bytes(), Relaxed);
         Ok(())

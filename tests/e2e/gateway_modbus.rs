@@ -58,8 +58,28 @@ async fn a_polled_modbus_device_is_counted_by_the_registry() {
     let (device, _server) =
         modbus_device::serve(vec![1500, 655, (feed >> 16) as u16, feed as u16]).await;
     let dir = tempfile::tempdir().unwrap();
-    // A second device that never answers: it must not stall the first.
-    let silent = r#"
+    // A device whose TCP port accepts but never answers, and one that
+    // refuses connections: neither may stall the first.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    let _hung = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let silent = format!(
+        r#"
+[[devices]]
+id = "cnc-0003"
+class = "processing"
+category = "machine-tools"
+type = "VMC-850"
+name = "CNC machining centre 3 (hung controller)"
+endpoint = "{hung_addr}"
+template = "cnc"
+"#
+    ) + r#"
 [[devices]]
 id = "cnc-0002"
 class = "processing"
@@ -69,7 +89,7 @@ name = "CNC machining centre 2 (switched off)"
 endpoint = "127.0.0.1:1"
 template = "cnc"
 "#;
-    let text = gateway_config(dir.path(), &registry.grpc, device, silent);
+    let text = gateway_config(dir.path(), &registry.grpc, device, &silent);
     let settings = GatewayConfig::from_toml(&text).unwrap().validate().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let gateway = tokio::spawn(fieldlink_gateway::run(settings, async {
@@ -85,8 +105,8 @@ template = "cnc"
     )
     .await;
     let s = registry.summary(None).await;
-    assert_eq!(figure(&s, "registered", "total", ""), 2);
-    assert_eq!(figure(&s, "registered", "by_class", "processing"), 2);
+    assert_eq!(figure(&s, "registered", "total", ""), 3);
+    assert_eq!(figure(&s, "registered", "by_class", "processing"), 3);
     assert_eq!(s["protocols"]["list"], serde_json::json!(["modbus-tcp"]));
     let (_, d) = registry.get("/api/v1/devices/cnc-0001").await;
     assert_eq!(d["name"], "CNC machining centre 1");
@@ -99,6 +119,26 @@ template = "cnc"
             .unwrap()
             .contains("connect"),
         "{off}"
+    );
+    // The hung one times out, is reported offline, and sends only bad-quality points.
+    eventually("the hung device offline", || async {
+        let (_, d) = registry.get("/api/v1/devices/cnc-0003").await;
+        d["status"]["online"] == false
+    })
+    .await;
+    let (_, hung) = registry.get("/api/v1/devices/cnc-0003").await;
+    assert!(
+        hung["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{hung}"
+    );
+    let s = registry.summary(None).await;
+    assert_eq!(
+        figure(&s, "reporting", "total", ""),
+        1,
+        "bad-quality points do not count"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, days) = registry.get("/api/v1/devices/cnc-0001/days").await;
