@@ -12,10 +12,14 @@ fn gateway_config(
     registry: &str,
     device: std::net::SocketAddr,
     extra_device: &str,
+    metrics_port: u16,
 ) -> String {
     format!(
         r#"gateway_id = "gw-modbus-1"
 data_dir = "{data}"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 
 [uplink]
 registry = "{registry}"
@@ -89,7 +93,8 @@ name = "CNC machining centre 2 (switched off)"
 endpoint = "127.0.0.1:1"
 template = "cnc"
 "#;
-    let text = gateway_config(dir.path(), &registry.grpc, device, &silent);
+    let metrics_port = crate::support::peers::free_port();
+    let text = gateway_config(dir.path(), &registry.grpc, device, &silent, metrics_port);
     let settings = GatewayConfig::from_toml(&text).unwrap().validate().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let gateway = tokio::spawn(fieldlink_gateway::run(settings, async {
@@ -146,6 +151,27 @@ template = "cnc"
     assert!(points >= 3, "{days}");
     assert_eq!(points % 3, 0, "three tags per poll: {points}");
 
+    let (status, metrics) = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{metrics}"))
+    };
+    assert_eq!(value("fieldlink_gateway_devices_online"), 1.0);
+    assert!(value("fieldlink_gateway_driver_requests_total") >= 1.0);
+    assert!(
+        value("fieldlink_gateway_driver_errors_total") >= 1.0,
+        "the hung device's timeouts"
+    );
+    assert!(
+        value("fieldlink_gateway_driver_connect_failures_total") >= 1.0,
+        "the refusing device"
+    );
+    assert!(value("fieldlink_gateway_batches_acked_total") >= 1.0);
+    assert!(value("fieldlink_gateway_poll_seconds_count") >= 1.0);
+    assert_eq!(value("fieldlink_gateway_uplink_connected"), 1.0);
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(20), gateway)
         .await

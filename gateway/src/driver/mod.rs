@@ -9,23 +9,58 @@
 //! one silent device never stalls the others.
 //!
 //! # Writing a driver
-//! ```ignore
-//! struct MyDriver;
-//! impl Driver for MyDriver {
-//!     type Session = MySession;
-//!     fn protocol(&self) -> Protocol { Protocol::OpcUa }
-//!     async fn connect(&self, device: &Device) -> Result<MySession, DriverError> {
-//!         // open the connection to device.addr, prepare the reads of device.poll_groups
+//! A driver opens a session per device and reads poll groups; the core does
+//! the rest. This one answers every tag with a constant, and shows the whole
+//! contract:
+//!
+//! ```
+//! use fieldlink_gateway::config::Device;
+//! use fieldlink_gateway::driver::{Driver, GroupRead, Reading, Session};
+//! use fieldlink_gateway::DriverError;
+//! use fieldlink_model::Protocol;
+//! use fieldlink_model::proto::point::Value;
+//!
+//! struct ConstDriver;
+//!
+//! struct ConstSession {
+//!     tags_per_group: Vec<usize>,
+//! }
+//!
+//! impl Driver for ConstDriver {
+//!     type Session = ConstSession;
+//!
+//!     fn protocol(&self) -> Protocol {
+//!         Protocol::OpcUa // the protocol code your devices are announced with
+//!     }
+//!
+//!     async fn connect(&self, device: &Device) -> Result<ConstSession, DriverError> {
+//!         // Open the connection to `device.addr` here; an Err is retried with backoff.
+//!         Ok(ConstSession {
+//!             tags_per_group: device.poll_groups.iter().map(|g| g.tags.len()).collect(),
+//!         })
 //!     }
 //! }
-//! impl Session for MySession {
+//!
+//! impl Session for ConstSession {
 //!     async fn read_group(&mut self, group: usize) -> Result<GroupRead, DriverError> {
-//!         // one reading per tag of device.poll_groups[group], in order;
-//!         // a tag the device refuses: `Reading::bad()`; a broken session: `Err`.
+//!         let tags = *self.tags_per_group.get(group).ok_or_else(|| {
+//!             DriverError::Invalid(format!("no poll group {group}"))
+//!         })?;
+//!         // One reading per tag, in the group's order; `Reading::bad()` for a
+//!         // tag the device refused; `Err` when the session is broken.
+//!         Ok(GroupRead {
+//!             readings: vec![Reading::good(Value::DoubleValue(42.0)); tags],
+//!             requests: 1,
+//!             exceptions: 0,
+//!         })
 //!     }
-//!     async fn write(&mut self, tag: &str, value: &Value) -> Result<(), DriverError> { ... }
+//!
+//!     async fn write(&mut self, tag: &str, _value: &Value) -> Result<(), DriverError> {
+//!         Err(DriverError::Invalid(format!("tag `{tag}` is read-only")))
+//!     }
 //! }
 //! ```
+//!
 //! See [`modbus`] for a complete driver.
 
 pub mod modbus;
