@@ -420,10 +420,7 @@ impl GatewayConfig {
     /// # Errors
     /// `ConfigError` naming the file and the bad key.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_owned(),
-            source,
-        })?;
+        let text = ConfigError::read(path)?;
         Self::from_toml(&text).map_err(|e| e.in_file(path))
     }
 
@@ -432,10 +429,7 @@ impl GatewayConfig {
     /// # Errors
     /// `ConfigError::Parse` with the TOML error (it names key and line).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: None,
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(ConfigError::parse)
     }
 
     /// Checks every value; returns all problems, each naming key and device.

@@ -1,59 +1,8 @@
 //! Errors of the gateway's library parts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {}: {source}", file.display())]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, an unknown key or a bad value.
-    #[error("{}{message}", file_prefix(file))]
-    Parse {
-        /// The file, when known.
-        file: Option<PathBuf>,
-        /// The parser's message (it names the key and line).
-        message: String,
-    },
-    /// Values that parse but cannot be used; one line per problem.
-    #[error("{}invalid configuration:\n  {}", file_prefix(file), problems.join("\n  "))]
-    Invalid {
-        /// The file, when known.
-        file: Option<PathBuf>,
-        /// `key: what is wrong`.
-        problems: Vec<String>,
-    },
-}
-
-fn file_prefix(file: &Option<PathBuf>) -> String {
-    file.as_ref()
-        .map(|f| format!("{}: ", f.display()))
-        .unwrap_or_default()
-}
-
-impl ConfigError {
-    /// The same error, naming the file.
-    pub fn in_file(self, path: &Path) -> Self {
-        match self {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                file: Some(path.to_owned()),
-                message,
-            },
-            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
-                file: Some(path.to_owned()),
-                problems,
-            },
-            other => other,
-        }
-    }
-}
+pub use fieldlink_model::ConfigError;
 
 /// A failure talking to a device.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ pub mod proto {
     tonic::include_proto!("fieldlink.v1");
 }
 
-pub use error::{InvalidDeviceId, TimeError, UnknownCode};
+pub use error::{ConfigError, InvalidDeviceId, TimeError, UnknownCode};
 pub use id::{MAX_DEVICE_ID_BYTES, validate_device_id};
 pub use taxonomy::{Category, Cloud, DeviceClass, Protocol};
 pub use time::{Day, LocalTime, NANOS_PER_SEC, UtcOffset, now_unix_nanos};

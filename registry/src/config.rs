@@ -237,7 +237,7 @@ impl RegistryConfig {
     /// # Errors
     /// `ConfigError` naming the file and the bad key.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = read(path)?;
+        let text = ConfigError::read(path)?;
         Self::from_toml(&text).map_err(|e| e.in_file(path))
     }
 
@@ -246,10 +246,7 @@ impl RegistryConfig {
     /// # Errors
     /// `ConfigError::Parse` with the TOML error (it names key and line).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: None,
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(ConfigError::parse)
     }
 
     /// Adds the tenants of a tenants file (`--tenants`).
@@ -257,14 +254,9 @@ impl RegistryConfig {
     /// # Errors
     /// `ConfigError` naming the file and the bad key.
     pub fn add_tenants_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = read(path)?;
-        let file: TenantsFile = toml::from_str(&text).map_err(|e| {
-            ConfigError::Parse {
-                file: None,
-                message: e.to_string(),
-            }
-            .in_file(path)
-        })?;
+        let text = ConfigError::read(path)?;
+        let file: TenantsFile =
+            toml::from_str(&text).map_err(|e| ConfigError::parse(e).in_file(path))?;
         self.tenants.extend(file.tenants);
         Ok(())
     }
@@ -393,12 +385,6 @@ impl RegistryConfig {
     }
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: path.to_owned(),
-        source,
-    })
-}
 
 #[cfg(test)]
 mod tests {
