@@ -13,3 +13,4 @@ mod registry_api;
 mod registry_counting;
 mod registry_input;
 mod registry_restart;
+mod report_cli;
