@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fieldlink_model::{Category, DeviceClass, Protocol, validate_device_id};
@@ -385,8 +386,9 @@ pub struct Device {
     pub addr: SocketAddr,
     /// Modbus unit id.
     pub unit_id: u8,
-    /// Poll groups (template's, then the device's own).
-    pub poll_groups: Vec<PollGroupConfig>,
+    /// Poll groups (template's, then the device's own); devices of one
+    /// template share them.
+    pub poll_groups: Arc<[PollGroupConfig]>,
     /// Static attributes.
     pub attributes: BTreeMap<String, String>,
 }
@@ -504,12 +506,17 @@ impl GatewayConfig {
                 &mut problems,
             );
         }
+        let shared: HashMap<&str, Arc<[PollGroupConfig]>> = self
+            .templates
+            .iter()
+            .map(|(name, t)| (name.as_str(), Arc::from(t.poll_groups.as_slice())))
+            .collect();
         let mut ids = HashSet::new();
         let mut devices = Vec::with_capacity(self.devices.len());
         let mut endpoints: HashMap<(SocketAddr, u8), &str> = HashMap::new();
         for (n, d) in self.devices.iter().enumerate() {
             let key = format!("devices[{n}] ({})", d.id);
-            if let Some(device) = self.check_device(&key, d, &mut problems) {
+            if let Some(device) = self.check_device(&key, d, &shared, &mut problems) {
                 if !ids.insert(d.id.as_str()) {
                     problems.push(format!("{key}.id: `{}` is listed twice", d.id));
                 }
@@ -545,6 +552,7 @@ impl GatewayConfig {
         &self,
         key: &str,
         d: &DeviceConfig,
+        shared: &HashMap<&str, Arc<[PollGroupConfig]>>,
         problems: &mut Vec<String>,
     ) -> Option<Device> {
         let before = problems.len();
@@ -594,15 +602,27 @@ impl GatewayConfig {
                 ))
             })
             .ok();
-        let mut poll_groups = Vec::new();
-        if let Some(name) = &d.template {
-            match self.templates.get(name) {
-                Some(t) => poll_groups.extend(t.poll_groups.iter().cloned()),
-                None => problems.push(format!("{key}.template: no template `{name}`")),
-            }
-        }
+        let template = match &d.template {
+            Some(name) => match shared.get(name.as_str()) {
+                Some(groups) => Some(groups.clone()),
+                None => {
+                    problems.push(format!("{key}.template: no template `{name}`"));
+                    None
+                }
+            },
+            None => None,
+        };
         check_groups(key, &d.poll_groups, problems);
-        poll_groups.extend(d.poll_groups.iter().cloned());
+        // Devices of one template share its groups; own groups make a copy.
+        let poll_groups: Arc<[PollGroupConfig]> = match template {
+            Some(groups) if d.poll_groups.is_empty() => groups,
+            template => template
+                .iter()
+                .flat_map(|t| t.iter())
+                .chain(&d.poll_groups)
+                .cloned()
+                .collect(),
+        };
         if poll_groups.is_empty() {
             problems.push(format!(
                 "{key}: no poll groups (set `template` or `poll_groups`)"

@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod plan;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fieldlink_model::Protocol;
@@ -17,7 +18,7 @@ use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::slave::Slave;
 
 use super::{Driver, GroupRead, Reading, Session};
-use crate::config::{Area, DataType, Device, ModbusConfig, TagConfig};
+use crate::config::{Area, DataType, Device, ModbusConfig, PollGroupConfig, TagConfig};
 use crate::error::DriverError;
 
 /// The Modbus TCP driver.
@@ -37,7 +38,7 @@ impl ModbusDriver {
 pub struct ModbusSession {
     ctx: Context,
     timeout: Duration,
-    groups: Vec<Vec<TagConfig>>,
+    groups: Arc<[PollGroupConfig]>,
     plans: Vec<Vec<plan::Read>>,
 }
 
@@ -52,13 +53,12 @@ impl Driver for ModbusDriver {
         let stream = TcpStream::connect(device.addr).await?;
         stream.set_nodelay(true)?;
         let ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(device.unit_id));
-        let groups: Vec<Vec<TagConfig>> =
-            device.poll_groups.iter().map(|g| g.tags.clone()).collect();
+        let groups = device.poll_groups.clone();
         let plans = groups
             .iter()
-            .map(|tags| {
+            .map(|group| {
                 plan::plan(
-                    tags,
+                    &group.tags,
                     self.config.max_registers_per_read,
                     self.config.max_bits_per_read,
                 )
@@ -89,9 +89,13 @@ enum Answer {
 }
 
 impl ModbusSession {
-    async fn request(&mut self, read: &plan::Read) -> Result<Result<Answer, String>, DriverError> {
+    /// Sends one read; `Ok(Err(exception))` when the device refused it.
+    async fn request(
+        ctx: &mut Context,
+        limit: Duration,
+        read: &plan::Read,
+    ) -> Result<Result<Answer, String>, DriverError> {
         let (start, count) = (read.start, read.count);
-        let ctx = &mut self.ctx;
         let answer = async {
             Ok::<_, tokio_modbus::Error>(match read.area {
                 Area::Coil => ctx.read_coils(start, count).await?.map(Answer::Bits),
@@ -109,8 +113,8 @@ impl ModbusSession {
                     .map(Answer::Words),
             })
         };
-        match timeout(self.timeout, answer).await {
-            Err(_) => Err(DriverError::Timeout(self.timeout)),
+        match timeout(limit, answer).await {
+            Err(_) => Err(DriverError::Timeout(limit)),
             Ok(Err(e)) => Err(modbus_error(e)),
             Ok(Ok(Err(exception))) => Ok(Err(format!("{exception}"))),
             Ok(Ok(Ok(answer))) => Ok(Ok(answer)),
@@ -127,18 +131,18 @@ fn modbus_error(e: tokio_modbus::Error) -> DriverError {
 
 impl Session for ModbusSession {
     async fn read_group(&mut self, group: usize) -> Result<GroupRead, DriverError> {
-        let Some(reads) = self.plans.get(group).cloned() else {
+        let (Some(reads), Some(group)) = (self.plans.get(group), self.groups.get(group)) else {
             return Err(DriverError::Invalid(format!("no poll group {group}")));
         };
-        let tags = self.groups[group].clone();
+        let tags = &group.tags;
         let mut out = GroupRead {
             readings: vec![Reading::bad(); tags.len()],
             requests: 0,
             exceptions: 0,
         };
-        for read in &reads {
+        for read in reads {
             out.requests += 1;
-            match self.request(read).await? {
+            match Self::request(&mut self.ctx, self.timeout, read).await? {
                 Err(_exception) => out.exceptions += 1,
                 Ok(Answer::Bits(bits)) => {
                     for (tag, offset) in &read.tags {
@@ -172,7 +176,7 @@ impl Session for ModbusSession {
         let Some(config) = self
             .groups
             .iter()
-            .flatten()
+            .flat_map(|g| &g.tags)
             .find(|t| t.name == tag)
             .cloned()
         else {
