@@ -85,6 +85,9 @@ pub struct IngestConfig {
     /// Most batches made durable together in one storage commit.
     #[serde(default = "default_commit_max_batches")]
     pub commit_max_batches: usize,
+    /// Most rows (announces, statuses, device-days) in one storage commit.
+    #[serde(default = "default_commit_max_items")]
+    pub commit_max_items: usize,
     /// How long a gateway's devices stay online after its stream drops.
     #[serde(default = "default_offline_grace", with = "humantime_serde")]
     pub offline_grace: Duration,
@@ -141,6 +144,9 @@ fn default_max_inflight() -> usize {
 fn default_commit_max_batches() -> usize {
     4096
 }
+fn default_commit_max_items() -> usize {
+    50_000
+}
 fn default_offline_grace() -> Duration {
     Duration::from_secs(60)
 }
@@ -171,6 +177,7 @@ impl Default for IngestConfig {
             max_message_bytes: default_max_message_bytes(),
             max_inflight_batches: default_max_inflight(),
             commit_max_batches: default_commit_max_batches(),
+            commit_max_items: default_commit_max_items(),
             offline_grace: default_offline_grace(),
         }
     }
@@ -225,6 +232,8 @@ pub struct Settings {
     pub max_inflight_batches: usize,
     /// Batches per storage commit, at most.
     pub commit_max_batches: usize,
+    /// Rows per storage commit, at most.
+    pub commit_max_items: usize,
     /// Grace period before a dropped gateway's devices go offline.
     pub offline_grace: Duration,
     /// Tenants.
@@ -323,6 +332,12 @@ impl RegistryConfig {
                 format!("must be 1..=1000000, got {}", i.commit_max_batches),
             );
         }
+        if !(1..=10_000_000).contains(&i.commit_max_items) {
+            problem(
+                "ingest.commit_max_items".into(),
+                format!("must be 1..=10000000, got {}", i.commit_max_items),
+            );
+        }
         let mut names = HashSet::new();
         let mut tokens = HashSet::new();
         for (n, tenant) in self.tenants.iter().enumerate() {
@@ -371,6 +386,7 @@ impl RegistryConfig {
             max_message_bytes: i.max_message_bytes,
             max_inflight_batches: i.max_inflight_batches,
             commit_max_batches: i.commit_max_batches,
+            commit_max_items: i.commit_max_items,
             offline_grace: i.offline_grace,
             tenants: self
                 .tenants
@@ -384,7 +400,6 @@ impl RegistryConfig {
         })
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,9 @@
 //! device and day when dense). Only the committer mutates a [`Counters`]; the
 //! HTTP side reads it under a shared lock and tallies on demand.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 
 use fieldlink_model::{Category, Cloud, Day, Protocol, UtcOffset};
 use roaring::RoaringBitmap;
@@ -128,15 +130,15 @@ impl Counters {
     /// An empty state.
     pub fn new(offset: UtcOffset, grace_nanos: i64, now: i64) -> Self {
         Counters {
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             slots: Vec::new(),
             tenant_names: Vec::new(),
             tenant_ids: Interner::default(),
             gateways: Vec::new(),
             gateway_ids: Interner::default(),
             days: BTreeMap::new(),
-            streams: HashMap::new(),
-            stream_sessions: HashMap::new(),
+            streams: HashMap::default(),
+            stream_sessions: HashMap::default(),
             session_generation: 0,
             offset,
             grace_nanos,

@@ -9,7 +9,9 @@
 //! nothing is applied and nothing acknowledged; the streams are ended so
 //! their gateways replay later.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,11 +58,53 @@ pub(crate) struct Pending {
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
+impl Pending {
+    /// Rows the batch can write: bounds the size of a commit round.
+    fn weight(&self) -> usize {
+        let c = &self.checked;
+        c.announces.len()
+            + c.statuses.len()
+            + c.retires.len()
+            + c.telemetry.iter().map(|t| t.days.len()).sum::<usize>()
+    }
+}
+
 /// Runs until every sender is gone. Blocks: run it on its own thread.
+///
+/// A round takes the waiting batches in arrival order up to
+/// `commit_max_batches` batches and `commit_max_items` rows (announces,
+/// statuses, device-days), so a mass announce cannot make one huge round
+/// that holds every other stream's acks for seconds.
 pub(crate) fn run(mut rx: mpsc::Receiver<Pending>, shared: Arc<Shared>) {
-    let max = shared.settings.commit_max_batches;
-    let mut round = Vec::with_capacity(max.min(4096));
-    while rx.blocking_recv_many(&mut round, max) > 0 {
+    let max_batches = shared.settings.commit_max_batches;
+    let max_items = shared.settings.commit_max_items;
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
+    let mut round = Vec::with_capacity(max_batches.min(4096));
+    loop {
+        if waiting.is_empty() {
+            match rx.blocking_recv() {
+                Some(pending) => waiting.push_back(pending),
+                None => return,
+            }
+        }
+        while waiting.len() < max_batches {
+            match rx.try_recv() {
+                Ok(pending) => waiting.push_back(pending),
+                Err(_) => break,
+            }
+        }
+        let mut items = 0;
+        while let Some(next) = waiting.front() {
+            let weight = next.weight();
+            let full = round.len() >= max_batches || items + weight > max_items;
+            if full && !round.is_empty() {
+                break;
+            }
+            items += weight;
+            if let Some(pending) = waiting.pop_front() {
+                round.push(pending);
+            }
+        }
         commit_round(&shared, &mut round);
         round.clear();
     }
@@ -194,9 +238,9 @@ impl<'a> Planner<'a> {
             shared,
             now,
             plan: Plan::default(),
-            new_ids: HashMap::new(),
-            sequences: HashMap::new(),
-            deltas: HashMap::new(),
+            new_ids: HashMap::default(),
+            sequences: HashMap::default(),
+            deltas: HashMap::default(),
         }
     }
 
