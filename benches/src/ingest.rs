@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use load::{Phase, Progress, Signals, StreamOutcome, StreamPlan};
-use reconcile::{Expected, Reconciliation};
+use reconcile::{Commits, Expected, Reconciliation};
 use registry_process::{
     PRIVATE_TOKEN, PUBLIC_TOKEN, RegistryProcess, ThreadCpu, cpu_seconds, machine_busy_seconds,
     rss_bytes, thread_cpu, thread_cpu_diff,
@@ -95,9 +95,17 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let results = match &args.registry {
-        None => run_spawned(&args, started_unix).await?,
-        Some(url) => run_external(&args, url, started_unix).await?,
+    let bench = async {
+        match &args.registry {
+            None => run_spawned(&args, started_unix).await,
+            Some(url) => run_external(&args, url, started_unix).await,
+        }
+    };
+    // On Ctrl-C the bench is dropped: a registry it started is killed and
+    // its directory removed.
+    let results = tokio::select! {
+        results = bench => results?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
     print!("{}", results.summary());
     let path = results.write_json(&args.out)?;
@@ -161,6 +169,8 @@ struct Target {
     tokens: Vec<String>,
     /// Process to read memory and CPU of.
     pid: Option<u32>,
+    /// HTTP base URL, to read metrics.
+    http: Option<String>,
 }
 
 async fn run_spawned(args: &IngestArgs, started_unix: u64) -> anyhow::Result<Results> {
@@ -188,10 +198,15 @@ async fn run_spawned(args: &IngestArgs, started_unix: u64) -> anyhow::Result<Res
             })
             .collect(),
         pid: Some(pid),
+        http: Some(registry.http_url().to_owned()),
     };
     let driven = match drive(args, &target, started_unix).await {
         Ok(driven) => driven,
         Err(e) => {
+            let mut registry = registry;
+            if let Some(status) = registry.exited() {
+                eprintln!("the registry exited: {status}");
+            }
             let log = registry.log();
             eprintln!("registry's last log lines:{}", log.tail_text());
             if let Err(stop) = registry.stop().await {
@@ -239,6 +254,7 @@ async fn run_external(args: &IngestArgs, url: &str, started_unix: u64) -> anyhow
         grpc: url.to_owned(),
         tokens: vec![token; args.streams],
         pid: None,
+        http: args.http.clone(),
     };
     let driven = drive(args, &target, started_unix).await?;
     let expected = Expected {
@@ -278,6 +294,7 @@ struct Driven {
     bench_cpu: Option<f64>,
     machine_cpu: Option<f64>,
     registry_threads: Vec<ThreadCpu>,
+    commits: Option<Commits>,
     timeline: Vec<Interval>,
 }
 
@@ -371,6 +388,7 @@ impl Driven {
                     .map(|m| m - self.registry_cpu.unwrap_or(0.0) - self.bench_cpu.unwrap_or(0.0)),
                 cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
+            commits: self.commits,
             reconciliation,
         }
     }
@@ -488,6 +506,10 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
         cpu_seconds(None),
         machine_busy_seconds(),
     );
+    let metrics_before = match &target.http {
+        Some(http) => reconcile::scrape(http).await,
+        None => None,
+    };
     let threads_before = target.pid.map(thread_cpu);
     let start = Instant::now();
     phase_tx.send_replace(Phase::Telemetry {
@@ -531,6 +553,14 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
         (Some(pid), Some(before)) => thread_cpu_diff(before, &thread_cpu(pid)),
         _ => Vec::new(),
     };
+    let metrics_after = match &target.http {
+        Some(http) => reconcile::scrape(http).await,
+        None => None,
+    };
+    let commits = match (&metrics_before, &metrics_after) {
+        (Some(before), Some(after)) => Commits::between(before, after),
+        _ => None,
+    };
     let last_ack = outcomes.iter().filter_map(|o| o.last_ack).max();
     let telemetry_secs = last_ack.map_or(0.0, |t| t.duration_since(start).as_secs_f64());
     let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
@@ -544,6 +574,7 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
         bench_cpu: diff(cpu_before.1, cpu_after.1),
         machine_cpu: diff(cpu_before.2, cpu_after.2),
         registry_threads,
+        commits,
         timeline,
     })
 }
@@ -572,6 +603,7 @@ mod tests {
             grpc: "http://x".into(),
             tokens: vec!["a".into(), "b".into(), "c".into()],
             pid: None,
+            http: None,
         };
         let plans = plans(&args(10, 3), &target, 1);
         let got: Vec<_> = plans.iter().map(|p| (p.first_device, p.devices)).collect();

@@ -1,6 +1,7 @@
 //! Reads the registry's counts back over HTTP and compares them with what
-//! the bench knows it sent.
+//! the bench knows it sent; reads its commit metrics for the report.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -106,6 +107,73 @@ pub(crate) async fn reconcile(http: &str, expected: Expected) -> anyhow::Result<
     Ok(compare(&summary, expected))
 }
 
+/// Metrics read from `/metrics` around the telemetry phase.
+const METRICS: [&str; 4] = [
+    "fieldlink_registry_commit_seconds_count",
+    "fieldlink_registry_commit_seconds_sum",
+    "fieldlink_registry_batches_applied_total",
+    "fieldlink_registry_stream_errors_total",
+];
+
+/// The unlabelled samples of [`METRICS`] in `GET {http}/metrics`; `None`
+/// when they cannot be read (the report then goes without them).
+pub(crate) async fn scrape(http: &str) -> Option<BTreeMap<String, f64>> {
+    let url = format!("{}/metrics", http.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok()?;
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    Some(parse_metrics(&text))
+}
+
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            let value = value.trim().parse().ok()?;
+            METRICS.contains(&name).then(|| (name.to_owned(), value))
+        })
+        .collect()
+}
+
+/// Group commits of the registry during the telemetry phase.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Commits {
+    /// Storage commits (rounds).
+    pub(crate) rounds: u64,
+    /// Batches applied per round.
+    pub(crate) batches_per_round: f64,
+    /// Mean storage commit time, milliseconds.
+    pub(crate) mean_ms: f64,
+    /// Seconds spent in storage commits.
+    pub(crate) seconds: f64,
+    /// Stream errors the registry counted.
+    pub(crate) stream_errors: u64,
+}
+
+impl Commits {
+    /// The difference of two scrapes.
+    pub(crate) fn between(
+        before: &BTreeMap<String, f64>,
+        after: &BTreeMap<String, f64>,
+    ) -> Option<Self> {
+        let delta = |name: &str| Some(after.get(name)? - before.get(name)?);
+        let rounds = delta(METRICS[0])?;
+        let seconds = delta(METRICS[1])?;
+        let batches = delta(METRICS[2])?;
+        let errors = delta(METRICS[3])?;
+        let per_round = |x: f64| if rounds > 0.0 { x / rounds } else { 0.0 };
+        Some(Commits {
+            rounds: rounds as u64,
+            batches_per_round: per_round(batches),
+            mean_ms: per_round(seconds) * 1000.0,
+            seconds,
+            stream_errors: errors as u64,
+        })
+    }
+}
+
 fn compare(summary: &Value, expected: Expected) -> Reconciliation {
     let n = |pointer: &str| summary.pointer(pointer).and_then(Value::as_u64);
     let registered = n("/registered/total");
@@ -147,6 +215,25 @@ mod tests {
             "registered": {"total": registered, "by_cloud": {"public": public, "private": registered - public}},
             "reporting": {"total": reporting, "by_cloud": {"public": 0, "private": 0}},
         })
+    }
+
+    #[test]
+    fn commit_figures_come_from_two_scrapes() {
+        let before = parse_metrics(
+            "# HELP x\nfieldlink_registry_commit_seconds_count 10\nfieldlink_registry_commit_seconds_sum 1.5\n\
+             fieldlink_registry_batches_applied_total 100\nfieldlink_registry_stream_errors_total 0\n\
+             fieldlink_registry_commit_seconds_bucket{le=\"0.1\"} 3\n",
+        );
+        assert_eq!(before.len(), 4);
+        let mut after = before.clone();
+        after.insert(METRICS[0].into(), 20.0);
+        after.insert(METRICS[1].into(), 2.5);
+        after.insert(METRICS[2].into(), 600.0);
+        let c = Commits::between(&before, &after).expect("all present");
+        assert_eq!(c.rounds, 10);
+        assert!((c.batches_per_round - 50.0).abs() < 1e-9);
+        assert!((c.mean_ms - 100.0).abs() < 1e-9);
+        assert!(Commits::between(&BTreeMap::new(), &after).is_none());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub(crate) struct LogSummary {
 
 impl LogSummary {
     fn add(&mut self, line: String) {
+        let line = strip_ansi(&line);
         let warning = line.contains(" WARN ");
         let error = line.contains(" ERROR ");
         self.warnings += u64::from(warning);
@@ -173,6 +174,15 @@ impl RegistryProcess {
         self.pid
     }
 
+    /// How it exited, if it has.
+    pub(crate) fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown ({e})")),
+        }
+    }
+
     /// What it logged so far.
     pub(crate) fn log(&self) -> LogSummary {
         lock(&self.log).clone()
@@ -225,6 +235,26 @@ impl RegistryProcess {
             log,
         ))
     }
+}
+
+/// `line` without ANSI colour sequences (`ESC [ ... letter`), in case the
+/// registry colours its log despite `NO_COLOR`.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip `[`, parameters, and the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn lock(log: &Mutex<LogSummary>) -> std::sync::MutexGuard<'_, LogSummary> {
@@ -435,6 +465,17 @@ mod tests {
         assert!((busy - 3102.74).abs() < 1e-6, "{busy}");
         assert_eq!(parse_machine_busy("cpu0 1 2 3"), None);
         assert!(machine_busy_seconds().is_some());
+    }
+
+    #[test]
+    fn log_levels_are_found_in_coloured_lines_too() {
+        let mut log = LogSummary::default();
+        log.add("2026-11-26T02:39:38Z  INFO registry: started".into());
+        log.add("2026-11-26T02:39:38Z \u{1b}[33m WARN\u{1b}[0m registry: slow".into());
+        log.add("2026-11-26T02:39:38Z ERROR registry: broken".into());
+        assert_eq!((log.warnings, log.errors), (1, 1));
+        assert_eq!(log.problems[0], "2026-11-26T02:39:38Z  WARN registry: slow");
+        assert_eq!(log.tail.len(), 3);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::reconcile::Reconciliation;
+use super::reconcile::{Commits, Reconciliation};
 use super::registry_process::{LogSummary, Stopped, ThreadCpu};
 
 /// Everything a run measured, with its arguments.
@@ -31,6 +31,9 @@ pub(crate) struct Results {
     pub(crate) rss: RssOut,
     /// CPU used during the telemetry phase.
     pub(crate) cpu: CpuOut,
+    /// The registry's group commits during the telemetry phase, from its
+    /// `/metrics`.
+    pub(crate) commits: Option<Commits>,
     /// The registry's counts against the bench's.
     pub(crate) reconciliation: Reconciliation,
 }
@@ -356,6 +359,18 @@ impl Results {
                 .map(|t| format!("{} x{} {:.1} s", t.name, t.threads, t.seconds))
                 .collect();
             let _ = writeln!(s, "    registry threads: {}", threads.join(", "));
+        }
+        if let Some(c) = &self.commits {
+            let _ = writeln!(
+                s,
+                "  store commits     {} rounds, {:.1} batches/round, mean {:.2} ms, {:.1} s in store commits ({:.0}% of the phase); {} stream errors",
+                c.rounds,
+                c.batches_per_round,
+                c.mean_ms,
+                c.seconds,
+                100.0 * c.seconds / t.seconds.max(f64::MIN_POSITIVE),
+                c.stream_errors
+            );
         }
         let c = &self.reconciliation;
         let _ = writeln!(
