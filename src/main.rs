@@ -46,6 +46,9 @@ struct BenchArgs {
 enum BenchCommand {
     /// Stream synthetic devices and telemetry into a registry; points/s, ack latency, RSS.
     Ingest(fieldlink_bench::ingest::IngestArgs),
+    /// Poll simulated Modbus TCP devices with one gateway, then with pymodbus; registers/s,
+    /// transactions/s, per CPU-second, poll latency, RSS per device, and the ratios.
+    Modbus(fieldlink_bench::modbus::ModbusArgs),
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -74,15 +77,17 @@ fn main() -> ExitCode {
             Command::Bench(BenchArgs {
                 bench: BenchCommand::Ingest(args),
             }) => fieldlink_bench::ingest::run(args).await,
+            Command::Bench(BenchArgs {
+                bench: BenchCommand::Modbus(args),
+            }) => fieldlink_bench::modbus::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<fieldlink_registry::ConfigError>()
-                .is_some()
-            {
+            // One type for every process's configuration.
+            if e.downcast_ref::<fieldlink_model::ConfigError>().is_some() {
                 ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE

@@ -4,6 +4,8 @@
 //! under `benches/results/`.
 //!
 //! - [`ingest`]: gateway streams into a registry.
+//! - [`modbus`]: one gateway polling simulated Modbus TCP devices, beside pymodbus.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod ingest;
+pub mod modbus;
