@@ -149,7 +149,12 @@ pub async fn run(args: ModbusArgs) -> anyhow::Result<()> {
         .await
         .context("the simulated fleet did not start")?;
     println!("fleet up in {} process(es)", fleet.processes());
-    let outcome = drive(&args, &plan, &load, dir.path(), &fleet, started_unix).await;
+    // On Ctrl-C or SIGTERM the run is dropped: that kills the registry,
+    // gateway and peer processes (`kill_on_drop`); the fleet stops below.
+    let outcome = tokio::select! {
+        outcome = drive(&args, &plan, &load, dir.path(), &fleet, started_unix) => outcome,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}; stopped everything")),
+    };
     let outcome = outcome.map(|(mut results, peer_error)| {
         results.machine.busy_before = busy_before;
         (results, peer_error)
@@ -211,6 +216,33 @@ fn note(load: &Load) -> String {
 /// Warm-up after every session is up: two polls, at least a second.
 fn warmup(interval: Duration) -> Duration {
     (interval * 2).max(Duration::from_secs(1))
+}
+
+/// Completes on Ctrl-C or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    let ctrl_c = async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+                "SIGTERM"
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<&'static str>();
+    tokio::select! {
+        name = ctrl_c => name,
+        name = terminate => name,
+    }
 }
 
 /// Share of the machine's cores busy over `span`.
@@ -461,7 +493,10 @@ async fn with_gateway(
     let gateway = gateway_out(args, load, &window, connect_secs, rss_online, rss);
     let fleet_cpu = window.first.cpu_diff(&window.last, |r| r.fleet_cpu);
     let busy = window.first.cpu_diff(&window.last, |r| r.busy);
-    let others = (|| Some(busy? - gateway.cpu_seconds? - registry_out.cpu_seconds? - fleet_cpu?))();
+    let others = others_seconds(
+        busy,
+        &[gateway.cpu_seconds, registry_out.cpu_seconds, fleet_cpu],
+    );
     Ok(GatewayPart {
         gateway,
         registry: registry_out,
@@ -469,6 +504,12 @@ async fn with_gateway(
         busy,
         others,
     })
+}
+
+/// Machine busy seconds not spent by the bench's own processes.
+fn others_seconds(busy: Option<f64>, ours: &[Option<f64>]) -> Option<f64> {
+    ours.iter()
+        .try_fold(busy?, |left, part| Some(left - (*part)?))
 }
 
 fn gateway_out(
@@ -566,6 +607,16 @@ mod tests {
         ] {
             assert!(check_args(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn others_are_what_the_bench_did_not_use() {
+        assert_eq!(
+            others_seconds(Some(10.0), &[Some(2.0), Some(3.0)]),
+            Some(5.0)
+        );
+        assert_eq!(others_seconds(Some(10.0), &[Some(2.0), None]), None);
+        assert_eq!(others_seconds(None, &[]), None);
     }
 
     #[test]
