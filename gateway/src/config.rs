@@ -290,13 +290,15 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("data/gateway")
 }
 fn default_batch_max_points() -> usize {
-    5_000
+    10_000
 }
 fn default_batch_max_delay() -> Duration {
     Duration::from_millis(200)
 }
 fn default_max_inflight() -> usize {
-    32
+    // The registry reads 64 per stream by default; a smaller window caps a
+    // busy gateway at window / ack latency batches per second.
+    64
 }
 fn default_reconnect_min() -> Duration {
     Duration::from_millis(200)
