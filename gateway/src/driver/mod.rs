@@ -67,6 +67,7 @@ pub mod modbus;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use fieldlink_model::proto::{Quality, point::Value};
@@ -215,13 +216,7 @@ pub async fn run_device<D: Driver>(
     shutdown: CancellationToken,
 ) {
     let mut backoff = timing.backoff_min;
-    let mut reported: Option<bool> = None;
-    let status = |online: bool, reason: String| DeviceEvent::Status {
-        device: index,
-        online,
-        reason,
-        time: now_unix_nanos(),
-    };
+    let mut state = Reported::default();
     loop {
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -229,41 +224,52 @@ pub async fn run_device<D: Driver>(
         };
         let failure = match connected {
             Ok(Ok(mut session)) => {
-                backoff = timing.backoff_min;
-                reported = Some(true);
-                if events.send(status(true, "connected".into())).await.is_err() {
-                    return;
-                }
-                metrics.device_online(true);
-                let why = poll(
-                    &mut session,
-                    &device,
+                let ctx = PollContext {
+                    device: &device,
                     index,
-                    &timing,
-                    &events,
-                    &metrics,
-                    &shutdown,
-                )
-                .await;
-                metrics.device_online(false);
-                match why {
-                    Some(why) => why,
-                    None => return, // shutdown
+                    timing: &timing,
+                    events: &events,
+                    metrics: &metrics,
+                    shutdown: &shutdown,
+                };
+                match poll(&mut session, &ctx, &mut state).await {
+                    Polled::Shutdown => {
+                        if state.online == Some(true) {
+                            metrics.device_online(false);
+                        }
+                        return;
+                    }
+                    Polled::Failed { why, answered } => {
+                        if answered {
+                            backoff = timing.backoff_min;
+                        }
+                        why
+                    }
                 }
             }
-            Ok(Err(e)) => format!("connect: {e}"),
-            Err(_) => format!("connect: timed out after {:?}", timing.timeout),
+            Ok(Err(e)) => {
+                metrics.connect_failures.fetch_add(1, Relaxed);
+                format!("connect: {e}")
+            }
+            Err(_) => {
+                metrics.connect_failures.fetch_add(1, Relaxed);
+                format!("connect: timed out after {:?}", timing.timeout)
+            }
         };
-        if reported != Some(false) {
-            reported = Some(false);
+        if state.online != Some(false) {
+            if state.online == Some(true) {
+                metrics.device_online(false);
+            }
+            state.online = Some(false);
             tracing::warn!(device = %device.id, reason = %failure, "device offline");
-            if events.send(status(false, failure)).await.is_err() {
+            if events
+                .send(status_event(index, false, failure))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
-        metrics
-            .connect_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Jitter spreads the retries of devices that failed together.
         let jitter = rand::rng().random_range(0.5..1.0);
         let wait = backoff.mul_f64(jitter);
@@ -275,29 +281,77 @@ pub async fn run_device<D: Driver>(
     }
 }
 
-/// Polls until the session fails (returns why) or shutdown (returns None).
-async fn poll<S: Session>(
-    session: &mut S,
-    device: &Device,
+/// The session state last reported for a device.
+#[derive(Debug, Default)]
+struct Reported {
+    online: Option<bool>,
+}
+
+fn status_event(device: u32, online: bool, reason: String) -> DeviceEvent {
+    DeviceEvent::Status {
+        device,
+        online,
+        reason,
+        time: now_unix_nanos(),
+    }
+}
+
+/// What a device's poll loop needs besides its session.
+struct PollContext<'a> {
+    device: &'a Device,
     index: u32,
-    timing: &Timing,
-    events: &mpsc::Sender<DeviceEvent>,
-    metrics: &Metrics,
-    shutdown: &CancellationToken,
-) -> Option<String> {
+    timing: &'a Timing,
+    events: &'a mpsc::Sender<DeviceEvent>,
+    metrics: &'a Metrics,
+    shutdown: &'a CancellationToken,
+}
+
+/// How a poll loop ended.
+enum Polled {
+    Shutdown,
+    /// The session failed; `answered` if the device answered a read first.
+    Failed {
+        why: String,
+        answered: bool,
+    },
+}
+
+/// Polls until the session fails or shutdown. A device counts as online
+/// from its first read that yields a value: a port that accepts connections
+/// but never answers, or refuses every read, is not a device that is up.
+async fn poll<S: Session>(session: &mut S, ctx: &PollContext<'_>, state: &mut Reported) -> Polled {
+    let PollContext {
+        device,
+        index,
+        timing,
+        events,
+        metrics,
+        shutdown,
+    } = *ctx;
+    // Spread first polls over (up to 5 s of) each interval, so that devices
+    // connected together do not poll together ever after.
     let start = Instant::now();
-    let mut due: Vec<Instant> = vec![start; device.poll_groups.len()];
+    let mut due: Vec<Instant> = device
+        .poll_groups
+        .iter()
+        .map(|g| {
+            let spread = g.interval.min(Duration::from_secs(5));
+            start + spread.mul_f64(rand::rng().random_range(0.0..1.0))
+        })
+        .collect();
     let mut failures = 0u32;
+    let mut answered = false;
     loop {
-        let (group, at) = due.iter().copied().enumerate().min_by_key(|(_, at)| *at)?;
+        let Some((group, at)) = due.iter().copied().enumerate().min_by_key(|(_, at)| *at) else {
+            return Polled::Shutdown;
+        };
         tokio::select! {
-            _ = shutdown.cancelled() => return None,
+            _ = shutdown.cancelled() => return Polled::Shutdown,
             _ = sleep_until(at) => {}
         }
         let started = Instant::now();
         let result = timeout(timing.timeout * 4, session.read_group(group)).await;
-        let elapsed = started.elapsed();
-        metrics.observe_poll(elapsed);
+        metrics.observe_poll(started.elapsed());
         let tags = device.poll_groups[group].tags.len();
         let (readings, failed, fatal) = match result {
             Ok(Ok(read)) => {
@@ -315,6 +369,18 @@ async fn poll<S: Session>(
                 (vec![Reading::bad(); tags], true, Some(why))
             }
         };
+        if !failed && state.online != Some(true) {
+            state.online = Some(true);
+            metrics.device_online(true);
+            if events
+                .send(status_event(index, true, "answering".into()))
+                .await
+                .is_err()
+            {
+                return Polled::Shutdown;
+            }
+        }
+        answered |= !failed;
         let event = DeviceEvent::Readings {
             device: index,
             group: u16::try_from(group).unwrap_or(u16::MAX),
@@ -322,14 +388,15 @@ async fn poll<S: Session>(
             readings,
         };
         if events.send(event).await.is_err() {
-            return None;
+            return Polled::Shutdown;
         }
         failures = if failed { failures + 1 } else { 0 };
         if let Some(why) = fatal {
-            return Some(why);
+            return Polled::Failed { why, answered };
         }
         if failures >= timing.failures_before_offline {
-            return Some(format!("{failures} failed polls in a row"));
+            let why = format!("{failures} failed polls in a row");
+            return Polled::Failed { why, answered };
         }
         // Keep the cadence; after a stall, skip missed ticks rather than burst.
         let interval = device.poll_groups[group].interval;
