@@ -38,6 +38,15 @@ fn start_pymodbus(python: &std::path::Path, port: u16) -> Peer {
         .read_line(&mut line)
         .expect("ready line");
     assert_eq!(line.trim(), format!("ready {port}"));
+    // `ready` is printed just before pymodbus binds: wait for the port.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pymodbus never listened on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     Peer(child)
 }
 
