@@ -38,15 +38,17 @@ use tokio::task::JoinSet;
 
 use load::{Phase, Progress, Signals, StreamOutcome, StreamPlan};
 use reconcile::{Commits, Expected, Reconciliation};
-use registry_process::{
-    PRIVATE_TOKEN, PUBLIC_TOKEN, RegistryProcess, ThreadCpu, cpu_seconds, machine_busy_seconds,
-    rss_bytes, thread_cpu, thread_cpu_diff,
-};
+use registry_process::{PRIVATE_TOKEN, PUBLIC_TOKEN, RegistryProcess};
 use report::{
     AnnounceOut, ArgsOut, CpuOut, Interval, Latency, RegistryOut, Results, RssOut, TelemetryOut,
     per_sec,
 };
 use wire::POINTS_PER_DEVICE;
+
+use crate::process::{
+    ThreadCpu, cpu_seconds, machine_busy_seconds, own_cpu_seconds, rss_bytes, thread_cpu,
+    thread_cpu_diff,
+};
 
 /// Flags of `fieldlink bench ingest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -178,15 +180,15 @@ async fn run_spawned(args: &IngestArgs, started_unix: u64) -> anyhow::Result<Res
     let registry = RegistryProcess::start()
         .await
         .context("registry did not start")?;
-    let pid = registry.pid();
+    let pid = registry.process().pid();
     let baseline = rss_bytes(pid);
     println!(
         "registry listening: grpc={} http={} (pid {pid})",
-        registry.grpc_url(),
-        registry.http_url()
+        registry.process().grpc_url(),
+        registry.process().http_url()
     );
     let target = Target {
-        grpc: registry.grpc_url().to_owned(),
+        grpc: registry.process().grpc_url().to_owned(),
         tokens: (0..args.streams)
             .map(|i| {
                 if i % 2 == 0 {
@@ -198,16 +200,16 @@ async fn run_spawned(args: &IngestArgs, started_unix: u64) -> anyhow::Result<Res
             })
             .collect(),
         pid: Some(pid),
-        http: Some(registry.http_url().to_owned()),
+        http: Some(registry.process().http_url().to_owned()),
     };
     let driven = match drive(args, &target, started_unix).await {
         Ok(driven) => driven,
         Err(e) => {
             let mut registry = registry;
-            if let Some(status) = registry.exited() {
+            if let Some(status) = registry.process_mut().exited() {
                 eprintln!("the registry exited: {status}");
             }
-            let log = registry.log();
+            let log = registry.process().log();
             eprintln!("registry's last log lines:{}", log.tail_text());
             if let Err(stop) = registry.stop().await {
                 eprintln!("and stopping the registry failed: {stop:#}");
@@ -227,7 +229,7 @@ async fn run_spawned(args: &IngestArgs, started_unix: u64) -> anyhow::Result<Res
         reporting: driven.reporting(),
         by_cloud: Some(by_cloud),
     };
-    let reconciliation = match reconcile::reconcile(registry.http_url(), expected).await {
+    let reconciliation = match reconcile::reconcile(registry.process().http_url(), expected).await {
         Ok(r) => r,
         Err(e) => {
             let _ = registry.stop().await;
@@ -235,7 +237,7 @@ async fn run_spawned(args: &IngestArgs, started_unix: u64) -> anyhow::Result<Res
         }
     };
     let end_rss = rss_bytes(pid);
-    let http = registry.http_url().to_owned();
+    let http = registry.process().http_url().to_owned();
     let (stopped, log) = registry.stop().await.context("cannot stop the registry")?;
     let rss = RssOut::new(baseline, driven.after_announce_rss, end_rss, args.devices);
     let registry = RegistryOut {
@@ -502,8 +504,8 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
     );
 
     let cpu_before = (
-        target.pid.and_then(|p| cpu_seconds(Some(p))),
-        cpu_seconds(None),
+        target.pid.and_then(cpu_seconds),
+        own_cpu_seconds(),
         machine_busy_seconds(),
     );
     let metrics_before = match &target.http {
@@ -545,8 +547,8 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
         }
     }
     let cpu_after = (
-        target.pid.and_then(|p| cpu_seconds(Some(p))),
-        cpu_seconds(None),
+        target.pid.and_then(cpu_seconds),
+        own_cpu_seconds(),
         machine_busy_seconds(),
     );
     let registry_threads = match (target.pid, &threads_before) {

@@ -9,3 +9,4 @@
 
 pub mod ingest;
 pub mod modbus;
+mod process;

@@ -29,11 +29,9 @@
 //! how the two layouts place them and why a contiguous read carries fewer
 //! registers than tags (the catalog maps 9 to 25 input registers there).
 
-mod child;
 mod gateway;
 mod layout;
 mod peer;
-mod procfs;
 mod registry;
 mod report;
 mod scrape;
@@ -56,6 +54,8 @@ use report::{
     per_sec,
 };
 use window::{Watched, Window};
+
+use crate::process::{self, LogLimits};
 
 /// Flags of `fieldlink bench modbus`.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,6 +91,12 @@ pub struct ModbusArgs {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the registry may take to count every device as reporting.
 const REPORTING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How much of each child's log is kept: its first 10 warning and error
+/// lines, each cut at 400 bytes.
+const LOG_LIMITS: LogLimits = LogLimits {
+    problems: 10,
+    max_line: Some(400),
+};
 
 /// Runs the bench.
 ///
@@ -247,9 +253,9 @@ async fn interrupted() -> &'static str {
 
 /// Share of the machine's cores busy over `span`.
 async fn machine_busy_share(span: Duration) -> Option<f64> {
-    let before = procfs::machine_busy_seconds()?;
+    let before = process::machine_busy_seconds()?;
     tokio::time::sleep(span).await;
-    let after = procfs::machine_busy_seconds()?;
+    let after = process::machine_busy_seconds()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     Some((after - before) / span.as_secs_f64() / cores)
 }
@@ -388,12 +394,15 @@ async fn measure_gateway(
         .context("the registry did not start")?;
     println!(
         "registry listening: grpc={} http={}",
-        registry.grpc_url(),
-        registry.http_url()
+        registry.process().grpc_url(),
+        registry.process().http_url()
     );
     let measured = with_registry(args, plan, load, dir, fleet, &registry).await;
     if measured.is_err() {
-        eprintln!("the registry's last lines:{}", registry.log().tail_text());
+        eprintln!(
+            "the registry's last lines:{}",
+            registry.process().log().tail_text()
+        );
     }
     let stopped = registry.stop().await;
     let mut part = measured?;
@@ -420,7 +429,7 @@ async fn with_registry(
     let config = gateway::config_text(
         plan,
         load,
-        registry.grpc_url(),
+        registry.process().grpc_url(),
         registry::TOKEN,
         &dir.join("gateway-data"),
         metrics,
@@ -462,7 +471,7 @@ async fn with_gateway(
         .await
         .context("the gateway did not bring every device online")?;
     let connect_secs = started.elapsed().as_secs_f64();
-    let rss_online = procfs::rss_bytes(gateway.pid());
+    let rss_online = process::rss_bytes(gateway.pid());
     let warm = warmup(args.interval);
     println!(
         "{} sessions up after {connect_secs:.1} s; warming up {} ms, measuring for {} ...",
@@ -477,12 +486,12 @@ async fn with_gateway(
     };
     let watched = Watched {
         gateway: gateway.pid(),
-        registry: registry.pid(),
+        registry: registry.process().pid(),
         fleet: fleet_pids,
     };
     let window = window::measure(gateway, &watched, args.duration).await?;
-    let rss = procfs::rss_bytes(gateway.pid());
-    let registry_rss = procfs::rss_bytes(registry.pid());
+    let rss = process::rss_bytes(gateway.pid());
+    let registry_rss = process::rss_bytes(registry.process().pid());
     let counts = registry
         .wait_reporting(u64::from(args.devices), REPORTING_TIMEOUT)
         .await

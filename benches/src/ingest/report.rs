@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::reconcile::{Commits, Reconciliation};
-use super::registry_process::{LogSummary, Stopped, ThreadCpu};
+use crate::process::{LogSummary, Stopped, ThreadCpu};
 
 /// Everything a run measured, with its arguments.
 #[derive(Debug, Serialize)]

@@ -14,9 +14,10 @@ use fieldlink_gateway::GatewayConfig;
 use fieldlink_gateway::config::{DeviceConfig, TemplateConfig};
 use fieldlink_sim::FleetPlan;
 
-use super::child::{ChildProcess, LogSummary, Stopped};
+use super::LOG_LIMITS;
 use super::layout::Load;
 use super::scrape::{Scraper, Snapshot};
+use crate::process::{ChildProcess, LogSummary, Stopped};
 
 /// Id of the bench's gateway.
 const GATEWAY_ID: &str = "bench-modbus-gw";
@@ -119,7 +120,8 @@ impl GatewayProcess {
             "--config".into(),
             path.as_os_str().to_owned(),
         ];
-        let (process, _) = ChildProcess::start("gateway", args, "gateway ", START_TIMEOUT).await?;
+        let (process, _) =
+            ChildProcess::start("gateway", args, "gateway ", START_TIMEOUT, LOG_LIMITS).await?;
         Ok(GatewayProcess {
             process,
             scraper: Scraper::new(metrics)?,

@@ -2,14 +2,14 @@
 //! in the bench's temporary directory, one public bench tenant; its counts
 //! read back over HTTP.
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 
-use super::child::{ChildProcess, LogSummary, Stopped};
+use super::LOG_LIMITS;
+use crate::process::{LogSummary, RegistryChild, Stopped, Tenant, registry_config};
 
 /// Token of the bench tenant.
 pub(crate) const TOKEN: &str = "bench-modbus-token-0001";
@@ -21,9 +21,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running registry.
 #[derive(Debug)]
 pub(crate) struct RegistryProcess {
-    process: ChildProcess,
-    grpc: String,
-    http: String,
+    registry: RegistryChild,
     client: reqwest::Client,
 }
 
@@ -47,51 +45,18 @@ impl RegistryProcess {
         let config = dir.join("registry.toml");
         std::fs::write(&config, config_text(&dir.join("registry-data")))
             .with_context(|| format!("cannot write {}", config.display()))?;
-        let args: Vec<OsString> = vec![
-            "registry".into(),
-            "--config".into(),
-            config.into_os_string(),
-            "--grpc".into(),
-            "127.0.0.1:0".into(),
-            "--http".into(),
-            "127.0.0.1:0".into(),
-        ];
-        let (process, line) =
-            ChildProcess::start("registry", args, "registry listening:", START_TIMEOUT).await?;
-        let Some((grpc, http)) = parse_listening(&line) else {
-            let _ = process.stop(STOP_TIMEOUT).await;
-            anyhow::bail!("cannot parse the registry's line `{line}`");
-        };
+        let registry = RegistryChild::start(&config, START_TIMEOUT, LOG_LIMITS).await?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .context("cannot build an HTTP client")?;
-        Ok(RegistryProcess {
-            process,
-            grpc,
-            http,
-            client,
-        })
+        Ok(RegistryProcess { registry, client })
     }
 
-    /// gRPC URL for the gateway.
-    pub(crate) fn grpc_url(&self) -> &str {
-        &self.grpc
-    }
-
-    /// HTTP base URL (ends in `/`).
-    pub(crate) fn http_url(&self) -> &str {
-        &self.http
-    }
-
-    /// Process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    /// What it logged so far.
-    pub(crate) fn log(&self) -> LogSummary {
-        self.process.log()
+    /// The registry process: its URLs (gRPC for the gateway, HTTP for the
+    /// counts), pid and log.
+    pub(crate) fn process(&self) -> &RegistryChild {
+        &self.registry
     }
 
     /// Today's counts.
@@ -99,7 +64,7 @@ impl RegistryProcess {
     /// # Errors
     /// When the API does not answer with a summary.
     pub(crate) async fn counts(&self) -> anyhow::Result<Counts> {
-        let url = format!("{}api/v1/summary", self.http);
+        let url = format!("{}api/v1/summary", self.registry.http_url());
         let body: serde_json::Value = self
             .client
             .get(&url)
@@ -147,42 +112,20 @@ impl RegistryProcess {
     /// # Errors
     /// When it cannot be signalled.
     pub(crate) async fn stop(self) -> anyhow::Result<(Stopped, LogSummary)> {
-        self.process.stop(STOP_TIMEOUT).await
+        self.registry.stop(STOP_TIMEOUT).await
     }
 }
 
 fn config_text(data_dir: &Path) -> String {
-    // TOML basic strings take JSON-style escapes.
-    let data_dir = serde_json::to_string(&data_dir.to_string_lossy())
-        .unwrap_or_else(|_| "\"registry-data\"".to_owned());
-    format!(
-        "data_dir = {data_dir}\n\
-         [[tenants]]\n\
-         name = \"bench-modbus\"\n\
-         cloud = \"public\"\n\
-         token = \"{TOKEN}\"\n"
+    registry_config(
+        data_dir,
+        "",
+        &[Tenant {
+            name: "bench-modbus",
+            cloud: "public",
+            token: TOKEN,
+        }],
     )
-}
-
-/// `registry listening: grpc=ADDR http=URL` → (`http://ADDR`, URL).
-fn parse_listening(line: &str) -> Option<(String, String)> {
-    let rest = line.strip_prefix("registry listening:")?;
-    let mut grpc = None;
-    let mut http = None;
-    for word in rest.split_whitespace() {
-        if let Some(addr) = word.strip_prefix("grpc=") {
-            grpc = Some(format!("http://{addr}"));
-        } else if let Some(url) = word.strip_prefix("http=") {
-            http = Some(url.to_owned());
-        }
-    }
-    let http = http?;
-    let http = if http.ends_with('/') {
-        http
-    } else {
-        format!("{http}/")
-    };
-    Some((grpc?, http))
 }
 
 #[cfg(test)]
@@ -190,23 +133,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_listening_line_gives_both_urls() {
-        let line = "registry listening: grpc=127.0.0.1:41000 http=http://127.0.0.1:41001/";
-        assert_eq!(
-            parse_listening(line),
-            Some((
-                "http://127.0.0.1:41000".to_owned(),
-                "http://127.0.0.1:41001/".to_owned()
-            ))
-        );
-        assert_eq!(parse_listening("registry listening: grpc=x"), None);
-    }
-
-    #[test]
     fn the_config_has_the_tenant() {
         let text = config_text(Path::new("/tmp/a \"b\"/data"));
         assert!(text.starts_with("data_dir = \"/tmp/a \\\"b\\\"/data\"\n"));
         assert!(text.contains(TOKEN));
         assert!(text.parse::<toml::Table>().is_ok());
+        assert_eq!(
+            text,
+            format!(
+                "data_dir = \"/tmp/a \\\"b\\\"/data\"\n\
+                 [[tenants]]\n\
+                 name = \"bench-modbus\"\n\
+                 cloud = \"public\"\n\
+                 token = \"{TOKEN}\"\n"
+            )
+        );
     }
 }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::child::{LogSummary, Stopped};
 use super::layout::Layout;
 use super::peer::PeerOut;
 use super::registry::Counts;
 use super::scrape::PollLatency;
+use crate::process::{LogSummary, Stopped};
 
 /// Everything one run measured.
 #[derive(Debug, Serialize)]

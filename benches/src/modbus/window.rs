@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::gateway::GatewayProcess;
-use super::procfs::{cpu_seconds, cpu_seconds_of, machine_busy_seconds, rss_bytes};
 use super::report::{Sample, per_sec};
 use super::scrape::Snapshot;
+use crate::process::{cpu_seconds, cpu_seconds_of, machine_busy_seconds, rss_bytes};
 
 /// Time between samples.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
