@@ -3,6 +3,8 @@
 
 mod support;
 
+mod bench_ingest;
+mod bench_modbus;
 mod config_errors;
 mod fleet_counts;
 mod gateway_modbus;

@@ -2,6 +2,7 @@
 //! minimal gateway client speaking the real gRPC stream, and HTTP helpers.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod modbus_device;
 pub mod peers;
 
