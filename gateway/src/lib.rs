@@ -101,8 +101,10 @@ pub async fn run(
     device_tasks.close();
     drop(events_tx);
 
+    let announces = Arc::new(normalize::announce_batches(&devices));
     let normalizer = normalize::Normalizer::new(
         devices.clone(),
+        announces.clone(),
         spool.clone(),
         wake.clone(),
         metrics.clone(),
@@ -132,7 +134,7 @@ pub async fn run(
         spool: spool.clone(),
         wake,
         metrics: metrics.clone(),
-        announces: Arc::new(normalize::announce_batches(&devices)),
+        announces,
     };
     let uplink = tokio::spawn(uplink.run(stop_uplink.clone()));
 

@@ -66,6 +66,7 @@ pub struct Normalizer {
     by_device: HashMap<u32, usize>,
     sealed_at: Option<Instant>,
     ledger: Option<Ledger>,
+    announces: Arc<Vec<Vec<u8>>>,
 }
 
 /// The gateway's own record of what it produced: per sealed batch, one line
@@ -122,9 +123,11 @@ impl Ledger {
 }
 
 impl Normalizer {
-    /// A normalizer over the gateway's devices.
+    /// A normalizer over the gateway's devices; `announces` (see
+    /// [`announce_batches`]) are spooled first on every start.
     pub fn new(
         devices: Arc<Vec<Arc<Device>>>,
+        announces: Arc<Vec<Vec<u8>>>,
         spool: Arc<Mutex<Spool>>,
         wake_uplink: Arc<Notify>,
         metrics: Arc<Metrics>,
@@ -143,6 +146,7 @@ impl Normalizer {
             by_device: HashMap::new(),
             sealed_at: None,
             ledger: None,
+            announces,
         }
     }
 
@@ -159,9 +163,8 @@ impl Normalizer {
         shutdown: CancellationToken,
     ) {
         // Every start announces every device: announces are idempotent.
-        for chunk in self.devices.clone().chunks(ANNOUNCES_PER_BATCH) {
-            self.batch.announces = chunk.iter().map(|d| announce(d)).collect();
-            self.seal();
+        for payload in self.announces.clone().iter() {
+            self.append(payload, None, 0);
         }
         let mut buffer = Vec::with_capacity(256);
         loop {
@@ -261,9 +264,15 @@ impl Normalizer {
             return;
         }
         let payload = batch.encode_to_vec();
+        self.append(&payload, Some(&batch), points);
+    }
+
+    /// Appends an encoded batch to the spool and wakes the uplink; `batch`
+    /// (when it may hold telemetry) goes to the ledger.
+    fn append(&mut self, payload: &[u8], batch: Option<&Batch>, points: usize) {
         let appended = {
             let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-            let appended = spool.append(&payload);
+            let appended = spool.append(payload);
             self.metrics.spool_batches.store(spool.batches(), Relaxed);
             self.metrics.spool_bytes.store(spool.bytes(), Relaxed);
             self.metrics
@@ -273,8 +282,8 @@ impl Normalizer {
         };
         match appended {
             Ok((_, _, dropped)) => {
-                if let Some(ledger) = self.ledger.as_mut()
-                    && let Err(e) = ledger.record(&batch)
+                if let (Some(ledger), Some(batch)) = (self.ledger.as_mut(), batch)
+                    && let Err(e) = ledger.record(batch)
                 {
                     tracing::error!(error = %e, "cannot write the ledger");
                 }
