@@ -7,10 +7,16 @@
 //! - [`time`]: [`UtcOffset`], [`Day`] and [`LocalTime`], the day arithmetic
 //!   behind 日运行数量 (devices reporting per day).
 //! - [`id`]: what a device id may be.
+//! - [`register`]: the Modbus register vocabulary (areas, data types, byte
+//!   and word order) of the gateway and the simulators.
+//! - [`mqtt`]: MQTT traffic as a broker hands it to the gateway's MQTT
+//!   drivers (the in-process link between `broker` and `gateway`).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod error;
 pub mod id;
+pub mod mqtt;
+pub mod register;
 pub mod taxonomy;
 pub mod time;
 
