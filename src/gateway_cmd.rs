@@ -29,9 +29,10 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     }
     let settings = config.validate().map_err(|e| e.in_file(&args.config))?;
     crate::say(format_args!(
-        "gateway {}: {} devices, registry {}",
+        "gateway {}: {} configured devices over {} driver(s), registry {}",
         settings.gateway_id,
-        settings.devices.len(),
+        settings.configured_devices,
+        settings.drivers.len(),
         settings.uplink.registry
     ));
     fieldlink_gateway::run(settings, crate::shutdown_signal())

@@ -81,6 +81,7 @@ async fn run_modbus(args: ModbusArgs) -> anyhow::Result<()> {
         seed: args.seed,
         tenants: args.tenants,
         mix: args.mix,
+        protocols: fieldlink_sim::ProtocolMix::default(),
         port: args.port,
         interval: args.interval,
     })?;

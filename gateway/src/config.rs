@@ -5,7 +5,7 @@
 //! each naming its key and device (`devices[3] (cnc-7).poll_groups[0].tags[2].address: ...`).
 //! Runtime code sees only [`Settings`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,11 +14,38 @@ use std::time::Duration;
 use fieldlink_model::{Category, DeviceClass, Protocol, validate_device_id};
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceInfo;
+use crate::driver::{self, ConfiguredDevice, DriverConfig, DriverInstance, Limits};
 use crate::error::ConfigError;
 
-/// The gateway's configuration file, as written.
+/// Top-level keys of the gateway's own (not a driver's).
+const CORE_KEYS: &[&str] = &[
+    "gateway_id",
+    "data_dir",
+    "uplink",
+    "spool",
+    "ledger",
+    "utc_offset",
+    "metrics",
+    "limits",
+    "devices",
+];
+
+/// Keys of a `[[devices]]` entry common to every protocol.
+const DEVICE_KEYS: &[&str] = &[
+    "id",
+    "class",
+    "category",
+    "type",
+    "name",
+    "protocol",
+    "attributes",
+];
+
+/// The gateway's configuration file, as written. Besides the keys below,
+/// each driver owns a top-level section named after it (`[modbus]`,
+/// `[opcua]`, `[mqtt]`, `[sparkplug]`), collected in `drivers`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Stable id of this gateway within its tenant.
     pub gateway_id: String,
@@ -32,23 +59,24 @@ pub struct GatewayConfig {
     pub spool: SpoolConfig,
     /// Append a line per device, day and batch of what was spooled
     /// (`device_id,day,points`) to this file; none when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<PathBuf>,
     /// Offset of the time zone the ledger cuts days in (the registry's).
     #[serde(default)]
     pub utc_offset: fieldlink_model::UtcOffset,
     /// Prometheus `/metrics` listener; none when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
-    /// Defaults of the Modbus driver.
+    /// Bounds on what drivers may discover.
     #[serde(default)]
-    pub modbus: ModbusConfig,
-    /// Poll-group sets shared by many devices, by name.
-    #[serde(default)]
-    pub templates: BTreeMap<String, TemplateConfig>,
-    /// The devices this gateway connects.
+    pub limits: LimitsConfig,
+    /// The devices this gateway connects (drivers may discover more).
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// Driver sections by name (`modbus`, `opcua`, ...), each validated by
+    /// its driver.
+    #[serde(flatten)]
+    pub drivers: BTreeMap<String, toml::Value>,
 }
 
 /// `[uplink]`: the gRPC stream to the registry.
@@ -103,41 +131,32 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
-/// `[modbus]`: driver defaults.
+/// `[limits]`: bounds on what drivers may declare.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModbusConfig {
-    /// Time allowed for a connect or one request.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// First delay after a device fails; doubles up to `backoff_max`.
-    #[serde(default = "default_backoff_min", with = "humantime_serde")]
-    pub backoff_min: Duration,
-    /// Longest delay between attempts to reach a failing device.
-    #[serde(default = "default_backoff_max", with = "humantime_serde")]
-    pub backoff_max: Duration,
-    /// Most registers in one read (protocol limit 125).
-    #[serde(default = "default_max_registers")]
-    pub max_registers_per_read: u16,
-    /// Most coils or discrete inputs in one read (protocol limit 2000).
-    #[serde(default = "default_max_bits")]
-    pub max_bits_per_read: u16,
-    /// Consecutive failed polls after which a device is offline.
-    #[serde(default = "default_failures_offline")]
-    pub failures_before_offline: u32,
+pub struct LimitsConfig {
+    /// Most devices the gateway serves, configured and discovered.
+    #[serde(default = "default_max_devices")]
+    pub max_devices: usize,
+    /// Most tags per device; tags discovered beyond it are dropped and
+    /// counted.
+    #[serde(default = "default_max_tags")]
+    pub max_tags_per_device: usize,
 }
 
-/// `[templates.NAME]`: poll groups shared by devices of one model.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateConfig {
-    /// The poll groups.
-    pub poll_groups: Vec<PollGroupConfig>,
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_devices: default_max_devices(),
+            max_tags_per_device: default_max_tags(),
+        }
+    }
 }
 
-/// `[[devices]]`: one device.
+/// `[[devices]]`: one device. The keys here are common to every protocol;
+/// how to reach the device is in its driver's section, `[devices.modbus]`,
+/// `[devices.opcua]`, ... (collected in `driver`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// Globally unique device id.
     pub id: String,
@@ -150,140 +169,15 @@ pub struct DeviceConfig {
     pub device_type: String,
     /// Human name.
     pub name: String,
-    /// Protocol code; `modbus-tcp` is the driver available now.
+    /// Protocol code (`modbus-tcp`, `opc-ua`, ...); picks the driver.
     #[serde(default = "default_protocol")]
     pub protocol: String,
-    /// `host:port` of the device.
-    pub endpoint: String,
-    /// Modbus unit id (slave id), 0..=255; 1 when absent.
-    #[serde(default = "default_unit_id")]
-    pub unit_id: u8,
-    /// Name of a template whose poll groups the device uses.
-    #[serde(default)]
-    pub template: Option<String>,
-    /// The device's own poll groups (after the template's).
-    #[serde(default)]
-    pub poll_groups: Vec<PollGroupConfig>,
     /// Static attributes (vendor, serial number, site, ...).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
-}
-
-/// `[[...poll_groups]]`: tags read together at one interval.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollGroupConfig {
-    /// How often the group is read.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// The tags.
-    pub tags: Vec<TagConfig>,
-}
-
-/// `[[...tags]]`: one value on the device.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TagConfig {
-    /// Tag name, unique within the device.
-    pub name: String,
-    /// Register area.
-    pub area: Area,
-    /// Zero-based address in the area.
-    pub address: u16,
-    /// Data type.
-    #[serde(rename = "type", default = "default_data_type")]
-    pub data_type: DataType,
-    /// Registers of a `string` tag (two characters each).
-    #[serde(default)]
-    pub length: u16,
-    /// Bit (0..=15) of a register read as `bool`.
-    #[serde(default)]
-    pub bit: Option<u8>,
-    /// Byte order within a register.
-    #[serde(default)]
-    pub byte_order: Order,
-    /// Register order of multi-register values.
-    #[serde(default)]
-    pub word_order: Order,
-    /// Engineering value = raw × scale + offset.
-    #[serde(default = "default_scale")]
-    pub scale: f64,
-    /// See `scale`.
-    #[serde(default)]
-    pub offset: f64,
-    /// Engineering unit, for people.
-    #[serde(default)]
-    pub unit: String,
-}
-
-/// Modbus register areas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Area {
-    /// Read/write bits (function 1).
-    Coil,
-    /// Read-only bits (function 2).
-    DiscreteInput,
-    /// Read-only registers (function 4).
-    InputRegister,
-    /// Read/write registers (function 3).
-    HoldingRegister,
-}
-
-impl Area {
-    /// True for coils and discrete inputs.
-    pub fn is_bits(self) -> bool {
-        matches!(self, Area::Coil | Area::DiscreteInput)
-    }
-}
-
-/// Data types of tags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataType {
-    /// A bit, or one bit of a register.
-    Bool,
-    /// One register, unsigned.
-    U16,
-    /// One register, signed.
-    I16,
-    /// Two registers, unsigned.
-    U32,
-    /// Two registers, signed.
-    I32,
-    /// Four registers, unsigned.
-    U64,
-    /// Four registers, signed.
-    I64,
-    /// Two registers, IEEE 754.
-    F32,
-    /// Four registers, IEEE 754.
-    F64,
-    /// `length` registers of ASCII, NULs trimmed.
-    String,
-}
-
-impl DataType {
-    /// Registers the type spans (`length` for strings).
-    pub fn registers(self, length: u16) -> u16 {
-        match self {
-            DataType::Bool | DataType::U16 | DataType::I16 => 1,
-            DataType::U32 | DataType::I32 | DataType::F32 => 2,
-            DataType::U64 | DataType::I64 | DataType::F64 => 4,
-            DataType::String => length,
-        }
-    }
-}
-
-/// Byte or word order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    /// Most significant first (Modbus default).
-    #[default]
-    Big,
-    /// Least significant first.
-    Little,
+    /// The driver's section of the device, by driver name.
+    #[serde(flatten)]
+    pub driver: BTreeMap<String, toml::Value>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -315,35 +209,14 @@ fn default_spool_max_bytes() -> u64 {
 fn default_segment_bytes() -> u64 {
     16 << 20
 }
-fn default_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_backoff_min() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_backoff_max() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_max_registers() -> u16 {
-    125
-}
-fn default_max_bits() -> u16 {
-    2000
-}
-fn default_failures_offline() -> u32 {
-    3
-}
 fn default_protocol() -> String {
     Protocol::ModbusTcp.code().to_owned()
 }
-fn default_unit_id() -> u8 {
-    1
+fn default_max_devices() -> usize {
+    1_000_000
 }
-fn default_data_type() -> DataType {
-    DataType::U16
-}
-fn default_scale() -> f64 {
-    1.0
+fn default_max_tags() -> usize {
+    10_000
 }
 
 impl Default for SpoolConfig {
@@ -354,45 +227,6 @@ impl Default for SpoolConfig {
             fsync: false,
         }
     }
-}
-
-impl Default for ModbusConfig {
-    fn default() -> Self {
-        ModbusConfig {
-            timeout: default_timeout(),
-            backoff_min: default_backoff_min(),
-            backoff_max: default_backoff_max(),
-            max_registers_per_read: default_max_registers(),
-            max_bits_per_read: default_max_bits(),
-            failures_before_offline: default_failures_offline(),
-        }
-    }
-}
-
-/// A validated device: codes parsed, template resolved, endpoint resolved.
-#[derive(Debug, Clone)]
-pub struct Device {
-    /// Device id.
-    pub id: String,
-    /// Category (the class follows).
-    pub category: Category,
-    /// Protocol.
-    pub protocol: Protocol,
-    /// Model name.
-    pub device_type: String,
-    /// Human name.
-    pub name: String,
-    /// Endpoint as written.
-    pub endpoint: String,
-    /// Resolved socket address.
-    pub addr: SocketAddr,
-    /// Modbus unit id.
-    pub unit_id: u8,
-    /// Poll groups (template's, then the device's own); devices of one
-    /// template share them.
-    pub poll_groups: Arc<[PollGroupConfig]>,
-    /// Static attributes.
-    pub attributes: BTreeMap<String, String>,
 }
 
 /// Validated settings.
@@ -412,10 +246,12 @@ pub struct Settings {
     pub ledger: Option<PathBuf>,
     /// Time zone of the ledger's days.
     pub utc_offset: fieldlink_model::UtcOffset,
-    /// Modbus defaults.
-    pub modbus: ModbusConfig,
-    /// Devices.
-    pub devices: Vec<Device>,
+    /// Bounds on declared devices and tags.
+    pub limits: Limits,
+    /// The configured drivers, one per kind with something to do.
+    pub drivers: Vec<Arc<dyn DriverInstance>>,
+    /// Devices from config, over every driver.
+    pub configured_devices: usize,
 }
 
 impl GatewayConfig {
@@ -433,7 +269,21 @@ impl GatewayConfig {
     /// # Errors
     /// `ConfigError::Parse` with the TOML error (it names key and line).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(ConfigError::parse)
+        let config: GatewayConfig = toml::from_str(text).map_err(ConfigError::parse)?;
+        // The driver sections are collected by name; anything else is a typo.
+        let sections: Vec<&str> = driver::KINDS.iter().map(|k| k.section()).collect();
+        if let Some(key) = config
+            .drivers
+            .keys()
+            .find(|k| !sections.contains(&k.as_str()))
+        {
+            return Err(ConfigError::parse(format!(
+                "unknown field `{key}`, expected one of {}, or a driver section: {}",
+                CORE_KEYS.join(", "),
+                sections.join(", ")
+            )));
+        }
+        Ok(config)
     }
 
     /// Checks every value; returns all problems, each naming key and device.
@@ -482,55 +332,11 @@ impl GatewayConfig {
                 self.spool.max_bytes, self.spool.segment_bytes
             ));
         }
-        let m = &self.modbus;
-        if !(1..=125).contains(&m.max_registers_per_read) {
-            problems.push(format!(
-                "modbus.max_registers_per_read: must be 1..=125, got {}",
-                m.max_registers_per_read
-            ));
+        let l = &self.limits;
+        if l.max_devices == 0 || l.max_tags_per_device == 0 {
+            problems.push("limits: max_devices and max_tags_per_device must be at least 1".into());
         }
-        if !(1..=2000).contains(&m.max_bits_per_read) {
-            problems.push(format!(
-                "modbus.max_bits_per_read: must be 1..=2000, got {}",
-                m.max_bits_per_read
-            ));
-        }
-        if m.timeout.is_zero() || m.backoff_min.is_zero() || m.backoff_min > m.backoff_max {
-            problems.push(
-                "modbus: timeout and backoff_min must be above zero, backoff_min at most backoff_max"
-                    .to_owned(),
-            );
-        }
-        for (name, template) in &self.templates {
-            check_groups(
-                &format!("templates.{name}"),
-                &template.poll_groups,
-                &mut problems,
-            );
-        }
-        let shared: HashMap<&str, Arc<[PollGroupConfig]>> = self
-            .templates
-            .iter()
-            .map(|(name, t)| (name.as_str(), Arc::from(t.poll_groups.as_slice())))
-            .collect();
-        let mut ids = HashSet::new();
-        let mut devices = Vec::with_capacity(self.devices.len());
-        let mut endpoints: HashMap<(SocketAddr, u8), &str> = HashMap::new();
-        for (n, d) in self.devices.iter().enumerate() {
-            let key = format!("devices[{n}] ({})", d.id);
-            if let Some(device) = self.check_device(&key, d, &shared, &mut problems) {
-                if !ids.insert(d.id.as_str()) {
-                    problems.push(format!("{key}.id: `{}` is listed twice", d.id));
-                }
-                if let Some(other) = endpoints.insert((device.addr, device.unit_id), &d.id) {
-                    problems.push(format!(
-                        "{key}.endpoint: {} unit {} is also device `{other}`",
-                        device.addr, device.unit_id
-                    ));
-                }
-                devices.push(device);
-            }
-        }
+        let (drivers, configured_devices) = self.configure_drivers(&mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 file: None,
@@ -545,159 +351,181 @@ impl GatewayConfig {
             metrics: self.metrics.as_ref().map(|m| m.listen),
             ledger: self.ledger.clone(),
             utc_offset: self.utc_offset,
-            modbus: self.modbus.clone(),
+            limits: Limits {
+                max_devices: l.max_devices,
+                max_tags_per_device: l.max_tags_per_device,
+            },
+            drivers,
+            configured_devices,
+        })
+    }
+
+    /// What `kind` is configured from: its section and its devices, their
+    /// common keys checked. For tests and tools that use one driver alone.
+    ///
+    /// # Errors
+    /// `ConfigError::Invalid` when a device of the kind has bad common keys.
+    pub fn driver_config(
+        &self,
+        kind: &dyn driver::DriverKind,
+    ) -> Result<DriverConfig<'_>, ConfigError> {
+        let mut problems = Vec::new();
+        let mut devices = Vec::new();
+        for (n, d) in self.devices.iter().enumerate() {
+            let key = format!("devices[{n}] ({})", d.id);
+            if let Some((k, device)) = check_device(&key, d, &mut problems)
+                && driver::KINDS[k].section() == kind.section()
+            {
+                devices.push(device);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: None,
+                problems,
+            });
+        }
+        Ok(DriverConfig {
+            section: self.drivers.get(kind.section()),
             devices,
         })
     }
 
-    fn check_device(
+    /// Checks the common keys of every device, then hands each driver kind
+    /// its section and its devices.
+    fn configure_drivers(
         &self,
-        key: &str,
-        d: &DeviceConfig,
-        shared: &HashMap<&str, Arc<[PollGroupConfig]>>,
         problems: &mut Vec<String>,
-    ) -> Option<Device> {
-        let before = problems.len();
-        if let Err(e) = validate_device_id(&d.id) {
-            problems.push(format!("{key}.id: {e}"));
+    ) -> (Vec<Arc<dyn DriverInstance>>, usize) {
+        let mut per_kind: Vec<Vec<ConfiguredDevice<'_>>> =
+            driver::KINDS.iter().map(|_| Vec::new()).collect();
+        let mut ids = HashSet::new();
+        for (n, d) in self.devices.iter().enumerate() {
+            let key = format!("devices[{n}] ({})", d.id);
+            if !ids.insert(d.id.as_str()) {
+                problems.push(format!("{key}.id: `{}` is listed twice", d.id));
+            }
+            if let Some((kind, device)) = check_device(&key, d, problems) {
+                per_kind[kind].push(device);
+            }
         }
-        let class = d
-            .class
-            .parse::<DeviceClass>()
-            .map_err(|e| problems.push(format!("{key}.class: {e}")))
-            .ok();
-        let category = match d.category.parse::<Category>() {
-            Ok(c) if class.is_some_and(|class| c.class() != class) => {
-                problems.push(format!(
-                    "{key}.category: `{c}` belongs to class `{}`, not `{}`",
-                    c.class(),
-                    d.class
-                ));
-                None
+        let mut drivers = Vec::new();
+        let mut count = 0;
+        for (kind, devices) in driver::KINDS.iter().zip(per_kind) {
+            let section = self.drivers.get(kind.section());
+            if section.is_none() && devices.is_empty() {
+                continue;
             }
-            Ok(c) => Some(c),
-            Err(e) => {
-                problems.push(format!("{key}.category: {e}"));
-                None
-            }
-        };
-        let protocol = match d.protocol.parse::<Protocol>() {
-            Ok(Protocol::ModbusTcp) => Some(Protocol::ModbusTcp),
-            Ok(p) => {
-                problems.push(format!(
-                    "{key}.protocol: `{p}` has no driver in this gateway yet (available: modbus-tcp)"
-                ));
-                None
-            }
-            Err(e) => {
-                problems.push(format!("{key}.protocol: {e}"));
-                None
-            }
-        };
-        let addr = d
-            .endpoint
-            .parse::<SocketAddr>()
-            .map_err(|_| {
-                problems.push(format!(
-                    "{key}.endpoint: `{}` is not host:port with a numeric IP address",
-                    d.endpoint
-                ))
-            })
-            .ok();
-        let template = match &d.template {
-            Some(name) => match shared.get(name.as_str()) {
-                Some(groups) => Some(groups.clone()),
-                None => {
-                    problems.push(format!("{key}.template: no template `{name}`"));
-                    None
+            match kind.configure(DriverConfig { section, devices }) {
+                Ok(driver) => {
+                    count += driver.device_count();
+                    drivers.push(driver);
                 }
-            },
-            None => None,
-        };
-        check_groups(key, &d.poll_groups, problems);
-        // Devices of one template share its groups; own groups make a copy.
-        let poll_groups: Arc<[PollGroupConfig]> = match template {
-            Some(groups) if d.poll_groups.is_empty() => groups,
-            template => template
-                .iter()
-                .flat_map(|t| t.iter())
-                .chain(&d.poll_groups)
-                .cloned()
-                .collect(),
-        };
-        if poll_groups.is_empty() {
-            problems.push(format!(
-                "{key}: no poll groups (set `template` or `poll_groups`)"
-            ));
-        }
-        let mut names = HashSet::new();
-        for tag in poll_groups.iter().flat_map(|g| &g.tags) {
-            if !names.insert(tag.name.as_str()) {
-                problems.push(format!("{key}: tag `{}` is defined twice", tag.name));
+                Err(mut p) => problems.append(&mut p),
             }
         }
-        if problems.len() > before {
-            return None;
-        }
-        Some(Device {
-            id: d.id.clone(),
-            category: category?,
-            protocol: protocol?,
-            device_type: d.device_type.clone(),
-            name: d.name.clone(),
-            endpoint: d.endpoint.clone(),
-            addr: addr?,
-            unit_id: d.unit_id,
-            poll_groups,
-            attributes: d.attributes.clone(),
-        })
+        (drivers, count)
     }
 }
 
-fn check_groups(key: &str, groups: &[PollGroupConfig], problems: &mut Vec<String>) {
-    for (g, group) in groups.iter().enumerate() {
-        let gkey = format!("{key}.poll_groups[{g}]");
-        if group.interval < Duration::from_millis(10) {
-            problems.push(format!("{gkey}.interval: must be at least 10ms"));
+/// Checks a device's common keys; returns the index of its driver kind in
+/// [`driver::KINDS`] and what the kind is configured from.
+fn check_device<'a>(
+    key: &str,
+    d: &'a DeviceConfig,
+    problems: &mut Vec<String>,
+) -> Option<(usize, ConfiguredDevice<'a>)> {
+    let before = problems.len();
+    if let Err(e) = validate_device_id(&d.id) {
+        problems.push(format!("{key}.id: {e}"));
+    }
+    let class = d
+        .class
+        .parse::<DeviceClass>()
+        .map_err(|e| problems.push(format!("{key}.class: {e}")))
+        .ok();
+    let category = match d.category.parse::<Category>() {
+        Ok(c) if class.is_some_and(|class| c.class() != class) => {
+            problems.push(format!(
+                "{key}.category: `{c}` belongs to class `{}`, not `{}`",
+                c.class(),
+                d.class
+            ));
+            None
         }
-        if group.tags.is_empty() {
-            problems.push(format!("{gkey}.tags: empty"));
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.push(format!("{key}.category: {e}"));
+            None
         }
-        for (t, tag) in group.tags.iter().enumerate() {
-            let tkey = format!("{gkey}.tags[{t}] ({})", tag.name);
-            if tag.name.is_empty() || tag.name.len() > 128 {
-                problems.push(format!("{tkey}.name: must be 1 to 128 bytes"));
-            }
-            if tag.area.is_bits() && tag.data_type != DataType::Bool {
+    };
+    let sections: Vec<&str> = driver::KINDS.iter().map(|k| k.section()).collect();
+    let kind = match d.protocol.parse::<Protocol>() {
+        Ok(p) => match driver::KINDS
+            .iter()
+            .position(|k| k.protocols().contains(&p))
+        {
+            Some(kind) => Some((p, kind)),
+            None => {
+                let available: Vec<&str> = driver::supported_protocols()
+                    .iter()
+                    .map(|p| p.code())
+                    .collect();
                 problems.push(format!(
-                    "{tkey}.type: a {:?} holds bits; the type must be bool",
-                    tag.area
+                    "{key}.protocol: `{p}` has no driver in this gateway (available: {})",
+                    available.join(", ")
                 ));
+                None
             }
-            if tag.data_type == DataType::String && !(1..=125).contains(&tag.length) {
-                problems.push(format!("{tkey}.length: a string needs 1..=125 registers"));
-            }
-            if let Some(bit) = tag.bit
-                && (bit > 15 || tag.data_type != DataType::Bool || tag.area.is_bits())
-            {
-                problems.push(format!(
-                    "{tkey}.bit: only a bool in a register area, 0..=15"
-                ));
-            }
-            let span = u32::from(tag.data_type.registers(tag.length));
-            if u32::from(tag.address) + span > 65_536 {
-                problems.push(format!(
-                    "{tkey}.address: {} + {span} registers passes 65535",
-                    tag.address
-                ));
-            }
-            if !tag.scale.is_finite() || tag.scale == 0.0 || !tag.offset.is_finite() {
-                problems.push(format!(
-                    "{tkey}.scale: scale must be finite and non-zero, offset finite"
-                ));
-            }
+        },
+        Err(e) => {
+            problems.push(format!("{key}.protocol: {e}"));
+            None
+        }
+    };
+    let own_section = kind.map(|(_, k)| driver::KINDS[k].section());
+    for name in d.driver.keys() {
+        if Some(name.as_str()) == own_section {
+            continue;
+        }
+        if sections.contains(&name.as_str()) {
+            problems.push(format!(
+                "{key}.{name}: the device's protocol is `{}`; its section is [devices.{}]",
+                d.protocol,
+                own_section.unwrap_or("?")
+            ));
+        } else {
+            problems.push(format!(
+                "{key}: unknown key `{name}` (expected one of {}, or the driver section [devices.{}])",
+                DEVICE_KEYS.join(", "),
+                own_section.unwrap_or("<driver>")
+            ));
         }
     }
+    let (protocol, kind) = kind?;
+    if problems.len() > before && !d.driver.contains_key(driver::KINDS[kind].section()) {
+        return None;
+    }
+    // With bad common keys the driver still checks its section, so that
+    // every problem is reported at once; the config is refused anyway.
+    let info = DeviceInfo {
+        id: d.id.clone(),
+        category: category.unwrap_or(Category::ALL[0]),
+        protocol,
+        device_type: d.device_type.clone(),
+        name: d.name.clone(),
+        endpoint: String::new(),
+        attributes: d.attributes.clone(),
+    };
+    let section = own_section.and_then(|name| d.driver.get(name));
+    Some((
+        kind,
+        ConfiguredDevice {
+            key: key.to_owned(),
+            info,
+            section,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -712,14 +540,13 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-        assert_eq!(settings.devices.len(), 2);
-        let cnc = &settings.devices[0];
-        assert_eq!(cnc.category, Category::MachineTools);
-        assert_eq!(cnc.poll_groups.len(), 2, "from the template");
+        assert_eq!(settings.configured_devices, 2);
         assert_eq!(
-            settings.devices[1].poll_groups[0].tags[0].word_order,
-            Order::Little
+            settings.drivers.len(),
+            1,
+            "only the Modbus driver has devices"
         );
+        assert_eq!(settings.limits.max_tags_per_device, 10_000);
     }
 
     #[test]
@@ -735,12 +562,37 @@ mod tests {
             category = "mining"
             type = "t"
             name = "n"
+            [devices.modbus]
             endpoint = "plc.local:502"
             template = "nope"
             poll_groups = [ { interval = "1s", tags = [
               { name = "a", area = "coil", address = 0, type = "u16" },
               { name = "s", area = "holding-register", address = 65535, type = "f32" },
             ] } ]
+            [[devices]]
+            id = "d2"
+            class = "processing"
+            category = "robots"
+            type = "t"
+            name = "n"
+            protocol = "modbus-rtu"
+            [[devices]]
+            id = "d3"
+            class = "processing"
+            category = "robots"
+            type = "t"
+            name = "n"
+            [devices.modbuss]
+            endpoint = "127.0.0.1:502"
+            [[devices]]
+            id = "d4"
+            class = "processing"
+            category = "robots"
+            type = "t"
+            name = "n"
+            [devices.modbus]
+            endpoint = "127.0.0.1:502"
+            unit = 3
         "#;
         let err = GatewayConfig::from_toml(text)
             .unwrap()
@@ -750,10 +602,13 @@ mod tests {
         for needle in [
             "uplink.registry: `127.0.0.1:7600` must be an http:// or https:// URL",
             "devices[0] (d1).category: `mining` belongs to class `operating`, not `processing`",
-            "devices[0] (d1).endpoint: `plc.local:502` is not host:port",
-            "devices[0] (d1).template: no template `nope`",
-            "devices[0] (d1).poll_groups[0].tags[0] (a).type",
-            "devices[0] (d1).poll_groups[0].tags[1] (s).address",
+            "devices[0] (d1).modbus.endpoint: `plc.local:502` is not host:port",
+            "devices[0] (d1).modbus.template: no template `nope`",
+            "devices[0] (d1).modbus.poll_groups[0].tags[0] (a).type",
+            "devices[0] (d1).modbus.poll_groups[0].tags[1] (s).address",
+            "devices[1] (d2).protocol: `modbus-rtu` has no driver in this gateway",
+            "devices[2] (d3): unknown key `modbuss` (expected one of id, class",
+            "devices[3] (d4).modbus: unknown field `unit`",
         ] {
             assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
         }
@@ -761,9 +616,33 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = GatewayConfig::from_toml("gateway_id = \"g\"\nsurprise = 1\n")
+        let err = GatewayConfig::from_toml(
+            "gateway_id = \"g\"\nsurprise = 1\n[uplink]\nregistry = \"http://x\"\ntoken = \"t\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `surprise`"), "{err}");
+        assert!(err.contains("a driver section: modbus"), "{err}");
+    }
+
+    #[test]
+    fn a_driver_section_alone_is_configured() {
+        let text = r#"
+            gateway_id = "gw"
+            [uplink]
+            registry = "http://127.0.0.1:7600"
+            token = "0123456789abcdef"
+            [modbus]
+            max_registers_per_read = 126
+        "#;
+        let err = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown field `surprise`"), "{err}");
+        assert!(
+            err.contains("modbus.max_registers_per_read: must be 1..=125, got 126"),
+            "{err}"
+        );
     }
 }

@@ -1,14 +1,18 @@
 //! The Fieldlink edge gateway.
 //!
-//! Flow: [`driver`] (one task per device: connect, poll, back off; the
-//! [`driver::Driver`] trait and the Modbus TCP driver) → [`normalize`]
-//! (readings into protobuf batches, grouped by device) → [`spool`] (every
-//! batch on disk before it is sent) → [`uplink`] (gRPC streams to the
-//! registry with the tenant token; acks remove batches from the spool).
-//! [`run`] wires them for a validated [`Settings`].
+//! Flow: [`driver`] (one driver per protocol family, chosen by each
+//! device's protocol, all in one process; drivers declare devices and tag
+//! tables — also ones discovered at run time — and push readings into a
+//! [`driver::Sink`]; polled protocols such as Modbus run on the core's
+//! poller) → [`normalize`] (announces, status changes and points into
+//! protobuf batches) → [`spool`] (every batch on disk before it is sent) →
+//! [`uplink`] (gRPC streams to the registry with the tenant token; acks
+//! remove batches from the spool). [`run`] wires them for a validated
+//! [`Settings`]; [`device`] holds what is announced.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod config;
+pub mod device;
 pub mod driver;
 pub mod error;
 pub mod metrics;
@@ -28,8 +32,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{GatewayConfig, Settings};
 pub use error::{ConfigError, DriverError, GatewayError, SpoolError};
 
-use driver::Driver;
-use driver::modbus::ModbusDriver;
+use driver::{DriverContext, Resources, Sink};
 use metrics::Metrics;
 use spool::Spool;
 
@@ -46,6 +49,19 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
+    run_with(settings, Resources::default(), shutdown).await
+}
+
+/// [`run`] with resources the process provides beyond the config (the
+/// embedded MQTT broker of `fieldlink demo`).
+///
+/// # Errors
+/// `GatewayError` when the spool or the metrics listener cannot be opened.
+pub async fn run_with(
+    settings: Settings,
+    resources: Resources,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
     let metrics = Arc::new(Metrics::default());
     let spool = Spool::open(
         &settings.data_dir,
@@ -55,13 +71,13 @@ pub async fn run(
     )?;
     tracing::info!(
         gateway = %settings.gateway_id,
-        devices = settings.devices.len(),
+        devices = settings.configured_devices,
+        drivers = settings.drivers.len(),
         backlog = spool.batches(),
         "gateway starting"
     );
     let spool = Arc::new(Mutex::new(spool));
     let wake = Arc::new(Notify::new());
-    let devices: Arc<Vec<_>> = Arc::new(settings.devices.iter().cloned().map(Arc::new).collect());
     let tasks = TaskTracker::new();
     let stop_metrics = CancellationToken::new();
 
@@ -84,26 +100,21 @@ pub async fn run(
 
     let stop_devices = CancellationToken::new();
     let (events_tx, events_rx) = mpsc::channel(8192);
-    let driver = Arc::new(ModbusDriver::new(settings.modbus.clone()));
-    let timing = driver::Timing::from(&settings.modbus);
+    let sink = Sink::new(events_tx, settings.limits, metrics.clone());
     let device_tasks = TaskTracker::new();
-    for (index, device) in devices.iter().enumerate() {
-        device_tasks.spawn(driver::run_device(
-            driver.clone(),
-            device.clone(),
-            u32::try_from(index).unwrap_or(u32::MAX),
-            timing.clone(),
-            events_tx.clone(),
-            metrics.clone(),
-            stop_devices.clone(),
-        ));
+    for driver in &settings.drivers {
+        let ctx = DriverContext {
+            sink: sink.clone(),
+            shutdown: stop_devices.clone(),
+            resources: resources.clone(),
+        };
+        device_tasks.spawn(driver.clone().run(ctx));
     }
     device_tasks.close();
-    drop(events_tx);
+    drop(sink);
 
-    let announces = Arc::new(normalize::announce_batches(&devices));
+    let announces = Arc::new(normalize::Announcements::default());
     let normalizer = normalize::Normalizer::new(
-        devices.clone(),
         announces.clone(),
         spool.clone(),
         wake.clone(),
@@ -123,14 +134,17 @@ pub async fn run(
         }
         None => normalizer,
     };
-    // The normalizer ends when every device task has ended (channel closed).
+    // The normalizer ends when every driver has ended (channel closed).
     let normalizer = tokio::spawn(normalizer.run(events_rx, CancellationToken::new()));
 
     let stop_uplink = CancellationToken::new();
     let uplink = uplink::Uplink {
         config: settings.uplink.clone(),
         gateway_id: settings.gateway_id.clone(),
-        protocols: vec![driver.protocol().code().to_owned()],
+        protocols: driver::supported_protocols()
+            .iter()
+            .map(|p| p.code().to_owned())
+            .collect(),
         spool: spool.clone(),
         wake,
         metrics: metrics.clone(),

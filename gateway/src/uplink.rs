@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::UplinkConfig;
 use crate::metrics::Metrics;
+use crate::normalize::Announcements;
 use crate::spool::Spool;
 
 /// Runs the uplink until `shutdown`.
@@ -42,10 +43,10 @@ pub struct Uplink {
     pub wake: Arc<Notify>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Encoded batches that announce every device: a new live stream starts
-    /// with them, so its points never arrive before the announces still
-    /// waiting in a backlog stream.
-    pub announces: Arc<Vec<Vec<u8>>>,
+    /// Every declared device's announce: a new live stream starts with
+    /// them, so its points never arrive before the announces still waiting
+    /// in a backlog stream.
+    pub announces: Arc<Announcements>,
 }
 
 fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
@@ -98,7 +99,7 @@ impl Uplink {
                     live_stream = live,
                     "backlog found: live data goes to a new stream"
                 );
-                for payload in self.announces.iter() {
+                for payload in self.announces.batches().iter() {
                     spool.append(payload).map_err(|e| e.to_string())?;
                 }
             }

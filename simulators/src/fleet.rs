@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::SimError;
-use crate::plan::{FleetPlan, FleetSpec, Mix, TenantSpec};
+use crate::plan::{FleetPlan, FleetSpec, Mix, ProtocolMix, TenantSpec};
 use crate::server::{BoundFleet, ServeOptions};
 
 /// Most devices one process serves.
@@ -47,6 +47,9 @@ pub struct ShardArgs {
     /// Class shares of the fleet.
     #[arg(long)]
     pub mix: Mix,
+    /// Protocol shares of the fleet (only its Modbus devices are served).
+    #[arg(long, default_value = "modbus-tcp=1")]
+    pub protocols: ProtocolMix,
     /// Port of every device.
     #[arg(long)]
     pub port: u16,
@@ -71,6 +74,8 @@ impl ShardArgs {
             self.seed.to_string(),
             "--mix".to_owned(),
             self.mix.to_string(),
+            "--protocols".to_owned(),
+            self.protocols.to_string(),
             "--port".to_owned(),
             self.port.to_string(),
             "--from".to_owned(),
@@ -107,6 +112,7 @@ pub async fn run_shard(
         devices: args.devices,
         seed: args.seed,
         mix: args.mix,
+        protocols: args.protocols.clone(),
         port: args.port,
         // Tenants do not change types or endpoints; fixed tokens avoid
         // needless random draws.
@@ -249,10 +255,10 @@ impl std::fmt::Debug for RunningFleet {
 }
 
 impl RunningFleet {
-    /// Starts serving `plan`: in this process when it has at most
-    /// `shard_size` devices or no shard command is given, else in
-    /// `ceil(N / shard_size)` shard processes. Returns once every device
-    /// listens.
+    /// Starts serving the Modbus TCP devices of `plan`: in this process
+    /// when there are at most `shard_size` or no shard command is given,
+    /// else in `ceil(N / shard_size)` shard processes. Returns once every
+    /// device listens.
     ///
     /// # Errors
     /// [`SimError::Bind`] (in-process) or [`SimError::Shard`] when a shard
@@ -260,11 +266,12 @@ impl RunningFleet {
     /// stopped.
     pub async fn start(plan: &FleetPlan, options: RunOptions) -> Result<RunningFleet, SimError> {
         let shard_size = options.shard_size.max(1);
-        let devices = plan.len();
+        let range = plan.range_of(fieldlink_model::Protocol::ModbusTcp);
+        let devices = range.end - range.start;
         let command = match options.shard_command {
             Some(c) if devices > shard_size => c,
             _ => {
-                let bound = BoundFleet::bind(plan, 0..devices, options.serve).await?;
+                let bound = BoundFleet::bind(plan, range, options.serve).await?;
                 let (stop, stopped) = oneshot::channel::<()>();
                 let task = tokio::spawn(bound.serve_until(async {
                     let _ = stopped.await;
@@ -282,13 +289,14 @@ impl RunningFleet {
         let (exit_tx, exits) = mpsc::unbounded_channel();
         let mut shards = Vec::new();
         let mut pending = Vec::new();
-        let mut from = 0;
-        while from < devices {
-            let to = from.saturating_add(shard_size).min(devices);
+        let mut from = range.start;
+        while from < range.end {
+            let to = from.saturating_add(shard_size).min(range.end);
             let args = ShardArgs {
-                devices,
+                devices: plan.len(),
                 seed: spec.seed,
                 mix: spec.mix,
+                protocols: spec.protocols.clone(),
                 port: spec.port,
                 from,
                 to,
@@ -522,6 +530,7 @@ mod tests {
             devices: 20_000,
             seed: 77,
             mix: "operating=1,other=3".parse().unwrap(),
+            protocols: "modbus-tcp=3,opc-ua=1".parse().unwrap(),
             port: 5020,
             from: 8000,
             to: 16_000,
@@ -537,6 +546,7 @@ mod tests {
             devices: 10,
             seed: 1,
             mix: Mix::default(),
+            protocols: ProtocolMix::default(),
             port: 0,
             from: 5,
             to: 11,

@@ -39,11 +39,11 @@ pub mod signal;
 
 pub use catalog::{CATALOG, DeviceType, TagDef};
 pub use error::SimError;
-pub use files::{DEFAULT_REGISTRY_URL, MANIFEST_HEADER, WrittenFiles};
+pub use files::{DEFAULT_REGISTRY_URL, FaceFiles, MANIFEST_HEADER, ModbusFiles, WrittenFiles};
 pub use fleet::{DEFAULT_SHARD_SIZE, RunOptions, RunningFleet, ShardArgs, ShardCommand, run_shard};
 pub use plan::{
-    DEFAULT_PORT, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan, FleetSpec, Mix, PlannedDevice, Tenant,
-    TenantSpec, device_addr, parse_interval,
+    DEFAULT_PORT, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan, FleetSpec, Mix, PlannedDevice,
+    ProtocolMix, Tenant, TenantSpec, device_addr, parse_interval,
 };
 pub use server::{BoundFleet, Clock, ServeOptions, serve};
 pub use signal::{DeviceState, SimDevice, Words};

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::str::FromStr;
 use std::time::Duration;
 
-use fieldlink_model::{Cloud, DeviceClass};
+use fieldlink_model::{Cloud, DeviceClass, Protocol};
 
 use crate::catalog::{self, DeviceType};
 use crate::error::SimError;
@@ -125,6 +125,103 @@ impl fmt::Display for Mix {
     }
 }
 
+/// Shares of the protocols the devices speak (`modbus-tcp=1,opc-ua=1`).
+/// Each protocol gets a contiguous block of device indexes, in the order of
+/// [`Protocol::ALL`], and the class mix is applied within each block, so
+/// every protocol covers every class and category when it has devices
+/// enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolMix {
+    shares: Vec<(Protocol, u32)>,
+}
+
+impl ProtocolMix {
+    /// Only `protocol`.
+    pub fn only(protocol: Protocol) -> ProtocolMix {
+        ProtocolMix {
+            shares: vec![(protocol, 1)],
+        }
+    }
+
+    /// A mix from `(protocol, share)` pairs; protocols given twice or all
+    /// shares zero are refused.
+    ///
+    /// # Errors
+    /// [`SimError::Spec`] naming `--protocols`.
+    pub fn new(shares: &[(Protocol, u32)]) -> Result<ProtocolMix, SimError> {
+        let mut out: Vec<(Protocol, u32)> = Vec::new();
+        for &(p, share) in shares {
+            if out.iter().any(|(q, _)| *q == p) {
+                return Err(SimError::spec(
+                    "--protocols",
+                    format!("`{p}` is given twice"),
+                ));
+            }
+            if share > 1_000_000 {
+                return Err(SimError::spec(
+                    "--protocols",
+                    "shares must be at most 1000000",
+                ));
+            }
+            out.push((p, share));
+        }
+        if out.iter().all(|(_, s)| *s == 0) {
+            return Err(SimError::spec(
+                "--protocols",
+                "at least one share must be above 0",
+            ));
+        }
+        out.sort_by_key(|(p, _)| *p);
+        Ok(ProtocolMix { shares: out })
+    }
+
+    /// The protocols with a share, in block order.
+    pub fn protocols(&self) -> impl Iterator<Item = Protocol> + '_ {
+        self.shares.iter().filter(|(_, s)| *s > 0).map(|(p, _)| *p)
+    }
+}
+
+impl Default for ProtocolMix {
+    /// Modbus TCP only.
+    fn default() -> Self {
+        ProtocolMix::only(Protocol::ModbusTcp)
+    }
+}
+
+impl FromStr for ProtocolMix {
+    type Err = SimError;
+
+    /// `protocol=share` pairs (or bare protocols, share 1) separated by
+    /// commas.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut shares = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (protocol, share) = part.split_once('=').unwrap_or((part, "1"));
+            let protocol: Protocol = protocol
+                .trim()
+                .parse()
+                .map_err(|e| SimError::spec("--protocols", format!("{e}")))?;
+            let share: u32 = share.trim().parse().map_err(|_| {
+                SimError::spec("--protocols", format!("`{share}` is not a whole number"))
+            })?;
+            shares.push((protocol, share));
+        }
+        ProtocolMix::new(&shares)
+    }
+}
+
+impl fmt::Display for ProtocolMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (p, share)) in self.shares.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{p}={share}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A tenant of the fleet as asked for (`name:cloud[:weight]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantSpec {
@@ -214,8 +311,10 @@ pub struct FleetSpec {
     pub seed: u64,
     /// Tenants the devices are dealt to.
     pub tenants: Vec<TenantSpec>,
-    /// Class shares.
+    /// Class shares (within each protocol's block).
     pub mix: Mix,
+    /// Protocol shares.
+    pub protocols: ProtocolMix,
     /// TCP port of every device (0: any free port, for tests; the written
     /// files then carry port 0).
     pub port: u16,
@@ -230,6 +329,7 @@ impl Default for FleetSpec {
             seed: DEFAULT_SEED,
             tenants: TenantSpec::defaults(),
             mix: Mix::default(),
+            protocols: ProtocolMix::default(),
             port: DEFAULT_PORT,
             interval: Duration::from_secs(1),
         }
@@ -258,7 +358,10 @@ pub struct PlannedDevice {
     pub device_type: &'static DeviceType,
     /// Index into [`FleetPlan::tenants`].
     pub tenant: usize,
-    /// Where it listens.
+    /// The protocol it speaks.
+    pub protocol: Protocol,
+    /// Its own loopback address and the fleet's port: where a Modbus device
+    /// listens, and the source address other faces connect from.
     pub endpoint: SocketAddrV4,
 }
 
@@ -286,6 +389,8 @@ pub struct FleetPlan {
     types: Vec<u16>,
     tenants: Vec<Tenant>,
     tenant_cycle: Vec<u16>,
+    /// `(protocol, first index, end)` per protocol with devices.
+    blocks: Vec<(Protocol, u32, u32)>,
 }
 
 impl FleetPlan {
@@ -311,12 +416,26 @@ impl FleetPlan {
         }
         let tenants = make_tenants(&spec.tenants)?;
         let tenant_cycle = weighted_cycle(&spec.tenants);
-        let types = assign_types(spec.devices, &spec.mix, spec.seed);
+        let shares: Vec<u32> = spec.protocols.shares.iter().map(|(_, s)| *s).collect();
+        let counts = split(spec.devices, &shares);
+        let mut blocks = Vec::new();
+        let mut types = Vec::with_capacity(spec.devices as usize);
+        for (k, (&(protocol, _), &count)) in spec.protocols.shares.iter().zip(&counts).enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let first = types.len() as u32;
+            // The first block keeps the plain seed: a single-protocol fleet
+            // is the fleet it always was.
+            types.extend(assign_types(count, &spec.mix, spec.seed ^ (k as u64)));
+            blocks.push((protocol, first, types.len() as u32));
+        }
         Ok(FleetPlan {
             spec,
             types,
             tenants,
             tenant_cycle,
+            blocks,
         })
     }
 
@@ -348,6 +467,7 @@ impl FleetPlan {
             type_index,
             device_type: &catalog::CATALOG[type_index],
             tenant: usize::from(self.tenant_cycle[index as usize % self.tenant_cycle.len()]),
+            protocol: self.protocol_of(index)?,
             endpoint: SocketAddrV4::new(device_addr(index)?, self.spec.port),
         })
     }
@@ -355,6 +475,27 @@ impl FleetPlan {
     /// Every device, by index.
     pub fn devices(&self) -> impl Iterator<Item = PlannedDevice> + '_ {
         (0..self.len()).filter_map(|i| self.device(i))
+    }
+
+    /// The protocol of device `index`.
+    pub fn protocol_of(&self, index: u32) -> Option<Protocol> {
+        self.blocks
+            .iter()
+            .find(|(_, from, to)| (*from..*to).contains(&index))
+            .map(|(p, _, _)| *p)
+    }
+
+    /// The device indexes that speak `protocol` (empty if none).
+    pub fn range_of(&self, protocol: Protocol) -> std::ops::Range<u32> {
+        self.blocks
+            .iter()
+            .find(|(p, _, _)| *p == protocol)
+            .map_or(0..0, |(_, from, to)| *from..*to)
+    }
+
+    /// The protocols of the fleet, in block order.
+    pub fn protocols(&self) -> impl Iterator<Item = Protocol> + '_ {
+        self.blocks.iter().map(|(p, _, _)| *p)
     }
 
     /// The devices of tenant `tenant`.
@@ -645,6 +786,44 @@ mod tests {
         assert!(t[0].token.len() >= 24 && t[0].token != t[1].token);
         let q = plan(400, 1);
         assert_eq!(q.devices_of_tenant(0).count(), 200);
+    }
+
+    #[test]
+    fn protocols_get_blocks_each_covering_every_category_and_both_tenants() {
+        let p = FleetPlan::new(FleetSpec {
+            devices: 200,
+            protocols: "opc-ua=1,modbus-tcp=1,sparkplug-b=2".parse().unwrap(),
+            ..FleetSpec::default()
+        })
+        .unwrap();
+        assert_eq!(
+            p.protocols().collect::<Vec<_>>(),
+            [Protocol::ModbusTcp, Protocol::OpcUa, Protocol::SparkplugB]
+        );
+        assert_eq!(p.range_of(Protocol::ModbusTcp), 0..50);
+        assert_eq!(p.range_of(Protocol::OpcUa), 50..100);
+        assert_eq!(p.range_of(Protocol::SparkplugB), 100..200);
+        assert_eq!(p.range_of(Protocol::MqttJson), 0..0);
+        for protocol in p.protocols() {
+            let of: Vec<PlannedDevice> = p.devices().filter(|d| d.protocol == protocol).collect();
+            let cats: HashSet<Category> = of.iter().map(|d| d.device_type.category).collect();
+            assert_eq!(cats.len(), Category::ALL.len(), "{protocol}");
+            let tenants: HashSet<usize> = of.iter().map(|d| d.tenant).collect();
+            assert_eq!(tenants.len(), 2, "{protocol}");
+        }
+        let single = plan(300, 1);
+        assert!(single.devices().all(|d| d.protocol == Protocol::ModbusTcp));
+        assert_eq!(
+            "opc-ua,mqtt-json=3"
+                .parse::<ProtocolMix>()
+                .unwrap()
+                .to_string(),
+            "opc-ua=1,mqtt-json=3"
+        );
+        for bad in ["modbus", "opc-ua=x", "opc-ua=0", "opc-ua,opc-ua=2"] {
+            let err = bad.parse::<ProtocolMix>().unwrap_err().to_string();
+            assert!(err.starts_with("--protocols"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -249,8 +249,9 @@ pub struct BoundFleet {
 }
 
 impl BoundFleet {
-    /// Binds one listener per device of `plan` with index in `range`
-    /// (clamped to the plan), on the device's endpoint.
+    /// Binds one listener per Modbus TCP device of `plan` with index in
+    /// `range` (clamped to the plan's Modbus devices), on the device's
+    /// endpoint.
     ///
     /// # Errors
     /// [`SimError::Bind`] naming the address that could not be bound.
@@ -259,8 +260,9 @@ impl BoundFleet {
         range: std::ops::Range<u32>,
         options: ServeOptions,
     ) -> Result<BoundFleet, SimError> {
-        let end = range.end.min(plan.len());
-        let start = range.start.min(end);
+        let modbus = plan.range_of(fieldlink_model::Protocol::ModbusTcp);
+        let end = range.end.min(modbus.end);
+        let start = range.start.max(modbus.start).min(end);
         let mut listeners = Vec::with_capacity((end - start) as usize);
         let mut addrs = Vec::with_capacity((end - start) as usize);
         for index in start..end {

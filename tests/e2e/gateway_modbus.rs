@@ -31,7 +31,7 @@ timeout = "300ms"
 backoff_min = "100ms"
 backoff_max = "500ms"
 
-[templates.cnc]
+[modbus.templates.cnc]
 poll_groups = [
   {{ interval = "100ms", tags = [
     {{ name = "spindle_speed", area = "holding-register", address = 0, type = "u16", unit = "rpm" }},
@@ -46,9 +46,10 @@ class = "processing"
 category = "machine-tools"
 type = "VMC-850"
 name = "CNC machining centre 1"
+attributes = {{ vendor = "acme" }}
+[devices.modbus]
 endpoint = "{device}"
 template = "cnc"
-attributes = {{ vendor = "acme" }}
 {extra_device}
 "#,
         data = dir.join("gw").display()
@@ -80,6 +81,7 @@ class = "processing"
 category = "machine-tools"
 type = "VMC-850"
 name = "CNC machining centre 3 (hung controller)"
+[devices.modbus]
 endpoint = "{hung_addr}"
 template = "cnc"
 "#
@@ -90,6 +92,7 @@ class = "processing"
 category = "machine-tools"
 type = "VMC-850"
 name = "CNC machining centre 2 (switched off)"
+[devices.modbus]
 endpoint = "127.0.0.1:1"
 template = "cnc"
 "#;
@@ -160,17 +163,17 @@ template = "cnc"
             .unwrap_or_else(|| panic!("{name} missing in\n{metrics}"))
     };
     assert_eq!(value("fieldlink_gateway_devices_online"), 1.0);
-    assert!(value("fieldlink_gateway_driver_requests_total") >= 1.0);
+    assert!(value("fieldlink_gateway_driver_requests_total{protocol=\"modbus-tcp\"}") >= 1.0);
     assert!(
-        value("fieldlink_gateway_driver_errors_total") >= 1.0,
+        value("fieldlink_gateway_driver_errors_total{protocol=\"modbus-tcp\"}") >= 1.0,
         "the hung device's timeouts"
     );
     assert!(
-        value("fieldlink_gateway_driver_connect_failures_total") >= 1.0,
+        value("fieldlink_gateway_driver_connect_failures_total{protocol=\"modbus-tcp\"}") >= 1.0,
         "the refusing device"
     );
     assert!(value("fieldlink_gateway_batches_acked_total") >= 1.0);
-    assert!(value("fieldlink_gateway_poll_seconds_count") >= 1.0);
+    assert!(value("fieldlink_gateway_poll_seconds_count{protocol=\"modbus-tcp\"}") >= 1.0);
     assert_eq!(value("fieldlink_gateway_uplink_connected"), 1.0);
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(20), gateway)

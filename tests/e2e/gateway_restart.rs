@@ -62,6 +62,7 @@ class = "operating"
 category = "power"
 type = "PM-800"
 name = "power meter {id}"
+[devices.modbus]
 endpoint = "{addr}"
 poll_groups = [ {{ interval = "20ms", tags = [
   {{ name = "voltage", area = "holding-register", address = 0 }},

@@ -4,8 +4,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use fieldlink_gateway::GatewayConfig;
-use fieldlink_gateway::driver::modbus::ModbusDriver;
-use fieldlink_gateway::driver::{Driver, Session};
+use fieldlink_gateway::device::DeviceHandle;
+use fieldlink_gateway::driver::Reading;
+use fieldlink_gateway::driver::modbus::{ModbusDriver, ModbusKind};
+use fieldlink_gateway::driver::poll::{PolledSession, Poller};
 use fieldlink_model::proto::point::Value;
 
 use crate::support::peers::{free_port, python_with_pymodbus};
@@ -69,6 +71,7 @@ class = "processing"
 category = "machine-tools"
 type = "VMC-850"
 name = "pymodbus machining centre"
+[devices.modbus]
 endpoint = "127.0.0.1:{port}"
 poll_groups = [ {{ interval = "100ms", tags = [
   {{ name = "spindle_speed", area = "holding-register", address = 0, type = "u16" }},
@@ -95,19 +98,25 @@ async fn the_gateway_decodes_a_pymodbus_device_and_the_registry_counts_it() {
     let _peer = start_pymodbus(&python, port);
     let registry = TestRegistry::start("").await;
     let dir = tempfile::tempdir().unwrap();
-    let settings = GatewayConfig::from_toml(&config(&registry.grpc, dir.path(), port))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let config = GatewayConfig::from_toml(&config(&registry.grpc, dir.path(), port)).unwrap();
+    let settings = config.validate().unwrap();
 
     // The driver's decoding against the peer's register map.
-    let driver = ModbusDriver::new(settings.modbus.clone());
+    let driver = ModbusDriver::configure(config.driver_config(&ModbusKind).unwrap()).unwrap();
+    let device = &driver.devices()[0];
     let mut session = driver
-        .connect(&settings.devices[0])
+        .poller()
+        .connect(&device.target)
         .await
         .expect("connect to pymodbus");
-    let read = session.read_group(0).await.expect("read");
-    let values: Vec<Option<Value>> = read.readings.into_iter().map(|r| r.value).collect();
+    let handle = DeviceHandle::from_index(0);
+    let mut out: Vec<Reading> = device.groups[0]
+        .tags
+        .clone()
+        .map(|tag| Reading::bad(handle, tag, 1))
+        .collect();
+    let read = session.read_group(0, &mut out).await.expect("read");
+    let values: Vec<Option<Value>> = out.into_iter().map(|r| r.value).collect();
     assert_eq!(
         values,
         [

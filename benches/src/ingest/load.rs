@@ -523,6 +523,7 @@ fn announce_batch(plan: &StreamPlan, start: u32, end: u32, sequence: u64) -> Gat
                 global & 255
             ),
             attributes: Default::default(),
+            tags: Vec::new(),
         });
         statuses.push(DeviceStatus {
             device_id: id,

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fieldlink_gateway::GatewayConfig;
-use fieldlink_gateway::config::{DeviceConfig, TemplateConfig};
+use fieldlink_gateway::config::DeviceConfig;
+use fieldlink_gateway::driver::modbus::config::{
+    ModbusDeviceConfig, ModbusSection, TemplateConfig,
+};
 use fieldlink_sim::FleetPlan;
 
 use super::LOG_LIMITS;
@@ -50,31 +53,42 @@ pub(crate) fn config_text(
         quote(token),
     );
     let mut config = GatewayConfig::from_toml(&head).context("the bench's gateway header")?;
-    config.templates.insert(
+    let mut section = ModbusSection::default();
+    section.templates.insert(
         TEMPLATE.to_owned(),
         TemplateConfig {
             poll_groups: load.groups.clone(),
         },
     );
+    config.drivers.insert(
+        "modbus".to_owned(),
+        toml::Value::try_from(&section).context("the bench's [modbus] section")?,
+    );
     config.devices = plan
         .devices()
         .map(|d| {
             let ty = d.device_type;
-            DeviceConfig {
+            let modbus = ModbusDeviceConfig {
+                endpoint: d.endpoint.to_string(),
+                unit_id: 1,
+                template: Some(TEMPLATE.to_owned()),
+                poll_groups: Vec::new(),
+            };
+            Ok(DeviceConfig {
                 id: d.id(),
                 class: ty.class().code().to_owned(),
                 category: ty.category.code().to_owned(),
                 device_type: ty.model.to_owned(),
                 name: d.name(),
                 protocol: "modbus-tcp".to_owned(),
-                endpoint: d.endpoint.to_string(),
-                unit_id: 1,
-                template: Some(TEMPLATE.to_owned()),
-                poll_groups: Vec::new(),
                 attributes: BTreeMap::new(),
-            }
+                driver: BTreeMap::from([(
+                    "modbus".to_owned(),
+                    toml::Value::try_from(&modbus).context("a bench device's [devices.modbus]")?,
+                )]),
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let text = toml::to_string(&config).context("cannot write the gateway config as TOML")?;
     GatewayConfig::from_toml(&text)
         .and_then(|c| c.validate())
@@ -222,11 +236,14 @@ mod tests {
             metrics,
         )
         .unwrap();
-        let settings = GatewayConfig::from_toml(&text).unwrap().validate().unwrap();
-        assert_eq!(settings.devices.len(), 30);
+        let config = GatewayConfig::from_toml(&text).unwrap();
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.configured_devices, 30);
         assert_eq!(settings.metrics, Some(metrics));
-        assert_eq!(settings.devices[0].poll_groups.len(), 3);
-        assert_eq!(settings.devices[0].addr.port(), 15020);
+        let groups = &config.drivers["modbus"]["templates"][TEMPLATE]["poll_groups"];
+        assert_eq!(groups.as_array().map(Vec::len), Some(3));
+        let endpoint = &config.devices[0].driver["modbus"]["endpoint"];
+        assert!(endpoint.as_str().unwrap().ends_with(":15020"), "{endpoint}");
         assert_eq!(settings.data_dir, Path::new("/tmp/gw \"data\""));
     }
 }

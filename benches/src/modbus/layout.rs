@@ -26,7 +26,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fieldlink_gateway::config::{Area, DataType, Order, PollGroupConfig, TagConfig};
+use fieldlink_gateway::driver::modbus::config::{
+    Area, DataType, Order, PollGroupConfig, TagConfig,
+};
 use fieldlink_gateway::driver::modbus::plan;
 use fieldlink_sim::FleetPlan;
 use fieldlink_sim::catalog::{Area as SimArea, DeviceType};

@@ -53,32 +53,42 @@ impl Snapshot {
             };
             let number = value.trim().parse::<f64>().unwrap_or(0.0);
             let count = number.max(0.0) as u64;
-            match key {
-                "fieldlink_gateway_driver_requests_total" => s.requests = count,
-                "fieldlink_gateway_driver_exceptions_total" => s.exceptions = count,
-                "fieldlink_gateway_driver_errors_total" => s.errors = count,
-                "fieldlink_gateway_driver_connect_failures_total" => s.connect_failures = count,
+            // Driver figures carry a `protocol` label: summed over protocols.
+            let (name, labels) = match key.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (key, ""),
+            };
+            match name {
+                "fieldlink_gateway_driver_requests_total" => s.requests += count,
+                "fieldlink_gateway_driver_exceptions_total" => s.exceptions += count,
+                "fieldlink_gateway_driver_errors_total" => s.errors += count,
+                "fieldlink_gateway_driver_connect_failures_total" => s.connect_failures += count,
                 "fieldlink_gateway_devices_online" => s.devices_online = number as i64,
                 "fieldlink_gateway_points_total" => s.points = count,
                 "fieldlink_gateway_batches_acked_total" => s.batches_acked = count,
                 "fieldlink_gateway_spool_dropped_batches_total" => s.batches_dropped = count,
                 "fieldlink_gateway_spool_batches" => s.spool_batches = count,
                 "fieldlink_gateway_uplink_lag_seconds" => s.uplink_lag_seconds = number,
-                "fieldlink_gateway_poll_seconds_count" => s.poll_count = count,
-                "fieldlink_gateway_poll_seconds_sum" => s.poll_sum = number,
-                _ => {
-                    if let Some(bound) = key
-                        .strip_prefix("fieldlink_gateway_poll_seconds_bucket{le=\"")
-                        .and_then(|rest| rest.strip_suffix("\"}"))
-                    {
+                "fieldlink_gateway_poll_seconds_count" => s.poll_count += count,
+                "fieldlink_gateway_poll_seconds_sum" => s.poll_sum += number,
+                "fieldlink_gateway_poll_seconds_bucket" => {
+                    let bound = labels
+                        .split(',')
+                        .find_map(|l| l.strip_prefix("le=\""))
+                        .map(|b| b.trim_end_matches('"'));
+                    if let Some(bound) = bound {
                         let bound = if bound == "+Inf" {
                             f64::INFINITY
                         } else {
                             bound.parse().unwrap_or(f64::INFINITY)
                         };
-                        s.poll_buckets.push((bound, count));
+                        match s.poll_buckets.iter_mut().find(|b| b.0 == bound) {
+                            Some(b) => b.1 += count,
+                            None => s.poll_buckets.push((bound, count)),
+                        }
                     }
                 }
+                _ => {}
             }
         }
         s.poll_buckets.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -1,410 +1,236 @@
 //! Drivers: how the gateway talks to devices.
 //!
-//! A protocol implements [`Driver`] (open a [`Session`] to a device) and
-//! [`Session`] (read one poll group, write one tag). Everything else is the
-//! core's job, the same for every protocol: [`run_device`] schedules each
-//! device's poll groups on the device's own task, times requests out, turns
-//! failures into bad-quality readings and a metric, backs off exponentially
-//! from a failing device and reports its session state (online/offline) —
-//! one silent device never stalls the others.
+//! The seam has two halves.
+//!
+//! - **Configuration.** A protocol family is a [`DriverKind`], one folder
+//!   under `driver/`. It names its config section (`[modbus]` for driver
+//!   settings and `[devices.modbus]` in each device it serves), the protocol
+//!   codes it serves, and turns those sections into a [`DriverInstance`],
+//!   reporting every bad key by its path. [`KINDS`] lists the kinds compiled
+//!   in; the core picks a device's kind by its `protocol`.
+//! - **Running.** [`DriverInstance::run`] is one task that serves its devices
+//!   until shutdown and pushes what it learns into a [`Sink`]: it declares
+//!   devices and their tag tables (configured ones at start, discovered ones
+//!   when they appear: a Sparkplug birth, an MQTT device that registers), then
+//!   reports session state and [`Reading`]s, each with its tag, value, quality
+//!   and source time. Everything after the sink — announces, batching, the
+//!   disk spool, the uplink — is the core's, the same for every protocol.
+//!
+//! Protocols that are asked for values use the core's [`poll`] adapter: the
+//! driver implements [`poll::Poller`] and [`poll::PolledSession`], and the
+//! adapter schedules poll groups, times reads out, backs off from failing
+//! devices and reports online/offline.
 //!
 //! # Writing a driver
-//! A driver opens a session per device and reads poll groups; the core does
-//! the rest. This one answers every tag with a constant, and shows the whole
-//! contract:
+//! `gateway/DRIVERS.md` walks through Modbus (polled) and OPC UA (pushed).
+//! The whole contract, for a driver that pushes a constant for each of its
+//! configured devices once a second:
 //!
 //! ```
-//! use fieldlink_gateway::config::Device;
-//! use fieldlink_gateway::driver::{Driver, GroupRead, Reading, Session};
-//! use fieldlink_gateway::DriverError;
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use fieldlink_gateway::device::{DeviceInfo, TagInfo, ValueKind};
+//! use fieldlink_gateway::driver::{
+//!     BoxRun, DriverConfig, DriverContext, DriverInstance, DriverKind, Reading,
+//! };
 //! use fieldlink_model::Protocol;
 //! use fieldlink_model::proto::point::Value;
 //!
-//! struct ConstDriver;
+//! /// `[devices.constant]` has no keys; the kind serves protocol `opc-ua`
+//! /// here only because the protocol list is closed.
+//! struct ConstKind;
 //!
-//! struct ConstSession {
-//!     tags_per_group: Vec<usize>,
+//! #[derive(Debug)]
+//! struct ConstDriver {
+//!     devices: Vec<DeviceInfo>,
 //! }
 //!
-//! impl Driver for ConstDriver {
-//!     type Session = ConstSession;
-//!
-//!     fn protocol(&self) -> Protocol {
-//!         Protocol::OpcUa // the protocol code your devices are announced with
+//! impl DriverKind for ConstKind {
+//!     fn section(&self) -> &'static str {
+//!         "constant"
 //!     }
 //!
-//!     async fn connect(&self, device: &Device) -> Result<ConstSession, DriverError> {
-//!         // Open the connection to `device.addr` here; an Err is retried with backoff.
-//!         Ok(ConstSession {
-//!             tags_per_group: device.poll_groups.iter().map(|g| g.tags.len()).collect(),
-//!         })
+//!     fn protocols(&self) -> &'static [Protocol] {
+//!         &[Protocol::OpcUa]
+//!     }
+//!
+//!     fn configure(&self, config: DriverConfig<'_>) -> Result<Arc<dyn DriverInstance>, Vec<String>> {
+//!         // Parse `config.section` and each `device.section` here; name every
+//!         // bad key by its path (`device.key`, e.g. "devices[3] (boiler-7).constant").
+//!         let devices = config.devices.into_iter().map(|d| d.info).collect();
+//!         Ok(Arc::new(ConstDriver { devices }))
 //!     }
 //! }
 //!
-//! impl Session for ConstSession {
-//!     async fn read_group(&mut self, group: usize) -> Result<GroupRead, DriverError> {
-//!         let tags = *self.tags_per_group.get(group).ok_or_else(|| {
-//!             DriverError::Invalid(format!("no poll group {group}"))
-//!         })?;
-//!         // One reading per tag, in the group's order; `Reading::bad()` for a
-//!         // tag the device refused; `Err` when the session is broken.
-//!         Ok(GroupRead {
-//!             readings: vec![Reading::good(Value::DoubleValue(42.0)); tags],
-//!             requests: 1,
-//!             exceptions: 0,
-//!         })
+//! impl DriverInstance for ConstDriver {
+//!     fn device_count(&self) -> usize {
+//!         self.devices.len()
 //!     }
 //!
-//!     async fn write(&mut self, tag: &str, _value: &Value) -> Result<(), DriverError> {
-//!         Err(DriverError::Invalid(format!("tag `{tag}` is read-only")))
+//!     fn run(self: Arc<Self>, ctx: DriverContext) -> BoxRun {
+//!         Box::pin(async move {
+//!             let tags = [TagInfo::new("answer", ValueKind::Double)];
+//!             let mut declared = Vec::new();
+//!             for info in &self.devices {
+//!                 match ctx.sink.declare(info.clone(), &tags).await {
+//!                     Ok(d) => declared.push(d),
+//!                     Err(e) => tracing::error!(error = %e, "cannot declare"),
+//!                 }
+//!             }
+//!             for d in &declared {
+//!                 let _ = ctx.sink.status(d.device, true, "session up").await;
+//!             }
+//!             let mut tick = tokio::time::interval(Duration::from_secs(1));
+//!             loop {
+//!                 tokio::select! {
+//!                     _ = ctx.shutdown.cancelled() => return,
+//!                     _ = tick.tick() => {}
+//!                 }
+//!                 let now = fieldlink_model::now_unix_nanos();
+//!                 let readings = declared
+//!                     .iter()
+//!                     .filter_map(|d| Some(Reading::good(d.device, d.tag(0)?, now, Value::DoubleValue(42.0))))
+//!                     .collect();
+//!                 if ctx.sink.push(readings).await.is_err() {
+//!                     return; // the gateway is stopping
+//!                 }
+//!             }
+//!         })
 //!     }
 //! }
 //! ```
-//!
-//! See [`modbus`] for a complete driver.
 
 pub mod modbus;
+pub mod poll;
+mod sink;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
-use fieldlink_model::proto::{Quality, point::Value};
-use fieldlink_model::{Protocol, now_unix_nanos};
-use rand::Rng;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use fieldlink_model::Protocol;
+use fieldlink_model::mqtt::MqttLink;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Device, ModbusConfig};
-use crate::error::DriverError;
-use crate::metrics::Metrics;
+use crate::device::DeviceInfo;
 
-/// One tag's value from one read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    /// The value; `None` when the read failed.
-    pub value: Option<Value>,
-    /// Its quality.
-    pub quality: Quality,
-}
+pub use sink::{Declared, DriverEvent, Limits, Reading, Sink, SinkError};
 
-impl Reading {
-    /// A good value.
-    pub fn good(value: Value) -> Self {
-        Reading {
-            value: Some(value),
-            quality: Quality::Good,
-        }
-    }
+/// The future of a running driver.
+pub type BoxRun = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-    /// No value: the device refused or did not answer.
-    pub fn bad() -> Self {
-        Reading {
-            value: None,
-            quality: Quality::Bad,
-        }
-    }
-}
+/// A protocol family: its config section and how to build a driver from it.
+pub trait DriverKind: Send + Sync + 'static {
+    /// The config section the kind owns: `[NAME]` for driver-wide settings
+    /// and `[devices.NAME]` in each device it serves.
+    fn section(&self) -> &'static str;
 
-/// The result of reading one poll group.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GroupRead {
-    /// One reading per tag of the group, in the group's order.
-    pub readings: Vec<Reading>,
-    /// Requests sent.
-    pub requests: u32,
-    /// Requests the device answered with an exception.
-    pub exceptions: u32,
-}
+    /// The protocol codes it serves (a device's `protocol` picks its kind).
+    fn protocols(&self) -> &'static [Protocol];
 
-/// A protocol driver: opens sessions to devices.
-pub trait Driver: Send + Sync + 'static {
-    /// A live session with one device.
-    type Session: Session;
-
-    /// The protocol this driver speaks.
-    fn protocol(&self) -> Protocol;
-
-    /// Opens a session to `device`. The core bounds it with the driver timeout.
-    fn connect(
-        &self,
-        device: &Device,
-    ) -> impl Future<Output = Result<Self::Session, DriverError>> + Send;
-}
-
-/// A live session with one device.
-pub trait Session: Send + 'static {
-    /// Reads poll group `group` (index into the device's `poll_groups`).
+    /// Validates the kind's sections and builds the driver. Called once per
+    /// gateway, also when no device uses the kind (a driver such as MQTT may
+    /// serve only devices discovered at run time); return `Ok` with a driver
+    /// that serves nothing when there is nothing to do.
     ///
-    /// Returns one reading per tag; a tag the device refuses is a bad
-    /// reading. `Err` means the session is broken and will be reopened.
-    fn read_group(
-        &mut self,
-        group: usize,
-    ) -> impl Future<Output = Result<GroupRead, DriverError>> + Send;
-
-    /// Writes `value` to the tag named `tag`.
-    fn write(
-        &mut self,
-        tag: &str,
-        value: &Value,
-    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// # Errors
+    /// Every problem found, each `key.path: what is wrong` with the paths
+    /// given in [`DriverConfig`].
+    fn configure(&self, config: DriverConfig<'_>) -> Result<Arc<dyn DriverInstance>, Vec<String>>;
 }
 
-/// What device tasks report to the normalizer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeviceEvent {
-    /// The session came up or went down.
-    Status {
-        /// Index of the device in the gateway's settings.
-        device: u32,
-        /// Session up.
-        online: bool,
-        /// Why.
-        reason: String,
-        /// When (ns since epoch).
-        time: i64,
-    },
-    /// A poll group was read.
-    Readings {
-        /// Index of the device.
-        device: u32,
-        /// Index of the poll group.
-        group: u16,
-        /// When (ns since epoch).
-        time: i64,
-        /// One per tag of the group.
-        readings: Vec<Reading>,
-    },
+/// What a kind is configured from.
+#[derive(Debug)]
+pub struct DriverConfig<'a> {
+    /// The driver-wide section `[NAME]`, if present.
+    pub section: Option<&'a toml::Value>,
+    /// The configured devices whose protocol the kind serves, in file order.
+    pub devices: Vec<ConfiguredDevice<'a>>,
 }
 
-/// Timing of the core's device loop.
+/// A configured device, its common keys already checked.
+#[derive(Debug)]
+pub struct ConfiguredDevice<'a> {
+    /// Its key path for messages: `devices[3] (cnc-7)`.
+    pub key: String,
+    /// Identity from the common keys; `endpoint` is empty for the driver to
+    /// fill in.
+    pub info: DeviceInfo,
+    /// Its `[devices.NAME]` section, if present.
+    pub section: Option<&'a toml::Value>,
+}
+
+/// A configured driver, ready to run.
+pub trait DriverInstance: Send + Sync + std::fmt::Debug + 'static {
+    /// Devices it serves from config (discovered ones come on top).
+    fn device_count(&self) -> usize;
+
+    /// Serves devices until `ctx.shutdown`; returns once its tasks have
+    /// stopped.
+    fn run(self: Arc<Self>, ctx: DriverContext) -> BoxRun;
+}
+
+/// What a running driver is given.
 #[derive(Debug, Clone)]
-pub struct Timing {
-    /// Connect and request timeout.
-    pub timeout: Duration,
-    /// First backoff after a failure.
-    pub backoff_min: Duration,
-    /// Longest backoff.
-    pub backoff_max: Duration,
-    /// Failed polls in a row before the device is offline.
-    pub failures_before_offline: u32,
+pub struct DriverContext {
+    /// Where it pushes what it learns.
+    pub sink: Sink,
+    /// Cancelled when the gateway stops.
+    pub shutdown: CancellationToken,
+    /// Things the process provides beyond the config.
+    pub resources: Resources,
 }
 
-impl From<&ModbusConfig> for Timing {
-    fn from(m: &ModbusConfig) -> Self {
-        Timing {
-            timeout: m.timeout,
-            backoff_min: m.backoff_min,
-            backoff_max: m.backoff_max,
-            failures_before_offline: m.failures_before_offline.max(1),
-        }
+/// Opens an in-process link to an embedded MQTT broker, for the clients of
+/// one tenant (`Some`) or all.
+pub type MqttLinkFactory = Arc<dyn Fn(Option<&str>) -> MqttLink + Send + Sync>;
+
+/// What the process running the gateway provides beyond its config: in
+/// `fieldlink demo`, the embedded MQTT broker.
+#[derive(Clone, Default)]
+pub struct Resources {
+    /// The embedded broker, for drivers configured with `broker = "embedded"`.
+    pub embedded_mqtt: Option<MqttLinkFactory>,
+}
+
+impl std::fmt::Debug for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resources")
+            .field("embedded_mqtt", &self.embedded_mqtt.is_some())
+            .finish()
     }
 }
 
-/// Runs one device until `shutdown`: connect, poll every group at its
-/// interval, report readings and session state, back off when it fails.
-pub async fn run_device<D: Driver>(
-    driver: Arc<D>,
-    device: Arc<Device>,
-    index: u32,
-    timing: Timing,
-    events: mpsc::Sender<DeviceEvent>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = timing.backoff_min;
-    let mut state = Reported::default();
-    loop {
-        let connected = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = timeout(timing.timeout, driver.connect(&device)) => r,
-        };
-        let failure = match connected {
-            Ok(Ok(mut session)) => {
-                let ctx = PollContext {
-                    device: &device,
-                    index,
-                    timing: &timing,
-                    events: &events,
-                    metrics: &metrics,
-                    shutdown: &shutdown,
-                };
-                match poll(&mut session, &ctx, &mut state).await {
-                    Polled::Shutdown => {
-                        if state.online == Some(true) {
-                            metrics.device_online(false);
-                        }
-                        return;
-                    }
-                    Polled::Failed { why, answered } => {
-                        if answered {
-                            backoff = timing.backoff_min;
-                        }
-                        why
-                    }
-                }
-            }
-            Ok(Err(e)) => {
-                metrics.connect_failures.fetch_add(1, Relaxed);
-                format!("connect: {e}")
-            }
-            Err(_) => {
-                metrics.connect_failures.fetch_add(1, Relaxed);
-                format!("connect: timed out after {:?}", timing.timeout)
-            }
-        };
-        if state.online != Some(false) {
-            if state.online == Some(true) {
-                metrics.device_online(false);
-            }
-            state.online = Some(false);
-            tracing::warn!(device = %device.id, reason = %failure, "device offline");
-            if events
-                .send(status_event(index, false, failure))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        // Jitter spreads the retries of devices that failed together.
-        let jitter = rand::rng().random_range(0.5..1.0);
-        let wait = backoff.mul_f64(jitter);
-        backoff = (backoff * 2).min(timing.backoff_max);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = sleep(wait) => {}
-        }
-    }
-}
+/// The driver kinds compiled into this gateway.
+pub static KINDS: &[&dyn DriverKind] = &[&modbus::ModbusKind];
 
-/// The session state last reported for a device.
-#[derive(Debug, Default)]
-struct Reported {
-    online: Option<bool>,
-}
-
-fn status_event(device: u32, online: bool, reason: String) -> DeviceEvent {
-    DeviceEvent::Status {
-        device,
-        online,
-        reason,
-        time: now_unix_nanos(),
-    }
-}
-
-/// What a device's poll loop needs besides its session.
-struct PollContext<'a> {
-    device: &'a Device,
-    index: u32,
-    timing: &'a Timing,
-    events: &'a mpsc::Sender<DeviceEvent>,
-    metrics: &'a Metrics,
-    shutdown: &'a CancellationToken,
-}
-
-/// How a poll loop ended.
-enum Polled {
-    Shutdown,
-    /// The session failed; `answered` if the device answered a read first.
-    Failed {
-        why: String,
-        answered: bool,
-    },
-}
-
-/// Polls until the session fails or shutdown. A device counts as online
-/// from its first read that yields a value: a port that accepts connections
-/// but never answers, or refuses every read, is not a device that is up.
-async fn poll<S: Session>(session: &mut S, ctx: &PollContext<'_>, state: &mut Reported) -> Polled {
-    let PollContext {
-        device,
-        index,
-        timing,
-        events,
-        metrics,
-        shutdown,
-    } = *ctx;
-    // Spread first polls over (up to 5 s of) each interval, so that devices
-    // connected together do not poll together ever after.
-    let start = Instant::now();
-    let mut due: Vec<Instant> = device
-        .poll_groups
+/// The kind serving `protocol`, if any.
+pub fn kind_of(protocol: Protocol) -> Option<&'static dyn DriverKind> {
+    KINDS
         .iter()
-        .map(|g| {
-            let spread = g.interval.min(Duration::from_secs(5));
-            start + spread.mul_f64(rand::rng().random_range(0.0..1.0))
-        })
-        .collect();
-    let mut failures = 0u32;
-    let mut answered = false;
-    loop {
-        let Some((group, at)) = due.iter().copied().enumerate().min_by_key(|(_, at)| *at) else {
-            return Polled::Shutdown;
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return Polled::Shutdown,
-            _ = sleep_until(at) => {}
-        }
-        let started = Instant::now();
-        let result = timeout(timing.timeout * 4, session.read_group(group)).await;
-        metrics.observe_poll(started.elapsed());
-        let tags = device.poll_groups[group].tags.len();
-        let (readings, failed, fatal) = match result {
-            Ok(Ok(read)) => {
-                metrics.count_requests(read.requests, read.exceptions);
-                let all_bad = read.readings.iter().all(|r| r.value.is_none());
-                (read.readings, all_bad, None)
-            }
-            Ok(Err(e)) => {
-                metrics.count_errors(1);
-                (vec![Reading::bad(); tags], true, Some(e.to_string()))
-            }
-            Err(_) => {
-                metrics.count_errors(1);
-                let why = format!("poll timed out after {:?}", timing.timeout * 4);
-                (vec![Reading::bad(); tags], true, Some(why))
-            }
-        };
-        if !failed && state.online != Some(true) {
-            state.online = Some(true);
-            metrics.device_online(true);
-            if events
-                .send(status_event(index, true, "answering".into()))
-                .await
-                .is_err()
-            {
-                return Polled::Shutdown;
-            }
-        }
-        answered |= !failed;
-        let event = DeviceEvent::Readings {
-            device: index,
-            group: u16::try_from(group).unwrap_or(u16::MAX),
-            time: now_unix_nanos(),
-            readings,
-        };
-        if events.send(event).await.is_err() {
-            return Polled::Shutdown;
-        }
-        failures = if failed { failures + 1 } else { 0 };
-        if let Some(why) = fatal {
-            return Polled::Failed { why, answered };
-        }
-        if failures >= timing.failures_before_offline {
-            let why = format!("{failures} failed polls in a row");
-            return Polled::Failed { why, answered };
-        }
-        // Keep the cadence; after a stall, skip missed ticks rather than burst.
-        let interval = device.poll_groups[group].interval;
-        let next = at + interval;
-        due[group] = if next < Instant::now() {
-            Instant::now() + interval
-        } else {
-            next
-        };
-    }
+        .copied()
+        .find(|k| k.protocols().contains(&protocol))
+}
+
+/// Every protocol this gateway has a driver for (what its Hello lists).
+pub fn supported_protocols() -> Vec<Protocol> {
+    let mut all: Vec<Protocol> = KINDS.iter().flat_map(|k| k.protocols()).copied().collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Parses a driver section into `T`, naming the section's key on error.
+///
+/// # Errors
+/// `key: message` (unknown keys, wrong types, missing keys).
+pub fn parse_section<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &toml::Value,
+) -> Result<T, String> {
+    value
+        .clone()
+        .try_into::<T>()
+        .map_err(|e| format!("{key}: {}", e.message().trim_end()))
 }

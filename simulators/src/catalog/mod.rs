@@ -37,8 +37,8 @@ mod processing;
 
 use std::sync::OnceLock;
 
+pub use fieldlink_model::register::{Area, DataType, Order};
 use fieldlink_model::{Category, DeviceClass};
-use serde::Serialize;
 
 /// Version of the register map layout, in holding register 1.
 pub const MAP_VERSION: u16 = 1;
@@ -50,115 +50,6 @@ pub const YEAR_BASE: u16 = 2016;
 pub const SETPOINT_BASE: u16 = 200;
 /// Registers of the model string (holding registers 8..=15).
 pub const MODEL_REGISTERS: u16 = 8;
-
-/// Modbus register areas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Area {
-    /// Read/write bits (functions 1, 5, 15).
-    Coil,
-    /// Read-only bits (function 2).
-    DiscreteInput,
-    /// Read-only registers (function 4).
-    InputRegister,
-    /// Read/write registers (functions 3, 6, 16).
-    HoldingRegister,
-}
-
-impl Area {
-    /// Every area, in the order of [`Area::index`].
-    pub const ALL: [Area; 4] = [
-        Area::Coil,
-        Area::DiscreteInput,
-        Area::InputRegister,
-        Area::HoldingRegister,
-    ];
-
-    /// Dense index 0..=3.
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    /// True for coils and discrete inputs.
-    pub const fn is_bits(self) -> bool {
-        matches!(self, Area::Coil | Area::DiscreteInput)
-    }
-
-    /// The code used in gateway configs (`holding-register`, ...).
-    pub const fn code(self) -> &'static str {
-        match self {
-            Area::Coil => "coil",
-            Area::DiscreteInput => "discrete-input",
-            Area::InputRegister => "input-register",
-            Area::HoldingRegister => "holding-register",
-        }
-    }
-}
-
-/// Data types of tags (the gateway's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataType {
-    /// A coil or discrete input.
-    Bool,
-    /// One register, unsigned.
-    U16,
-    /// One register, signed.
-    I16,
-    /// Two registers, unsigned.
-    U32,
-    /// Two registers, signed.
-    I32,
-    /// Four registers, unsigned.
-    U64,
-    /// Four registers, signed.
-    I64,
-    /// Two registers, IEEE 754.
-    F32,
-    /// Four registers, IEEE 754.
-    F64,
-    /// `length` registers of ASCII, two characters each.
-    String,
-}
-
-impl DataType {
-    /// Registers (or bits) the type spans; `length` for strings.
-    pub const fn registers(self, length: u16) -> u16 {
-        match self {
-            DataType::Bool | DataType::U16 | DataType::I16 => 1,
-            DataType::U32 | DataType::I32 | DataType::F32 => 2,
-            DataType::U64 | DataType::I64 | DataType::F64 => 4,
-            DataType::String => length,
-        }
-    }
-
-    /// The code used in gateway configs.
-    pub const fn code(self) -> &'static str {
-        match self {
-            DataType::Bool => "bool",
-            DataType::U16 => "u16",
-            DataType::I16 => "i16",
-            DataType::U32 => "u32",
-            DataType::I32 => "i32",
-            DataType::U64 => "u64",
-            DataType::I64 => "i64",
-            DataType::F32 => "f32",
-            DataType::F64 => "f64",
-            DataType::String => "string",
-        }
-    }
-}
-
-/// Register order of multi-register values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    /// Most significant register first (Modbus convention).
-    #[default]
-    Big,
-    /// Least significant register first ("CDAB").
-    Little,
-}
 
 /// How a device spends its time (drives [`crate::signal::DeviceState`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

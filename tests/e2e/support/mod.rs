@@ -313,6 +313,7 @@ pub fn announce(id: &str, class: &str, category: &str, protocol: &str) -> Device
         protocol: protocol.into(),
         endpoint: "127.0.0.1:502".into(),
         attributes: Default::default(),
+        tags: Vec::new(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use fieldlink_model::proto::point::Value;
 
-use crate::config::{DataType, Order, TagConfig};
+use super::config::{DataType, Order, TagConfig};
 
 /// Decodes `tag` from its registers (exactly `tag.data_type.registers()` words).
 ///
@@ -71,8 +71,8 @@ fn scaled(tag: &TagConfig, value: Numeric) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::Area;
     use super::*;
-    use crate::config::Area;
 
     fn tag(data_type: DataType, byte_order: Order, word_order: Order) -> TagConfig {
         TagConfig {

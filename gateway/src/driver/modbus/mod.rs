@@ -1,9 +1,12 @@
-//! Modbus TCP driver on `tokio-modbus`: one TCP session per device, poll
-//! groups planned into the fewest reads ([`plan`]), registers decoded per
-//! tag ([`decode`]). An exception response makes the tags of that request
-//! bad; a timeout or I/O error breaks the session (a late answer would
-//! confuse the next transaction), and the core reconnects with backoff.
+//! Modbus TCP driver on `tokio-modbus`, served by the core's poller
+//! ([`crate::driver::poll`]): one TCP session per device, poll groups planned
+//! into the fewest reads ([`plan`]), registers decoded per tag ([`decode`]).
+//! An exception response makes the tags of that request bad; a timeout or
+//! I/O error breaks the session (a late answer would confuse the next
+//! transaction), and the poller reconnects with backoff. [`config`] owns the
+//! `[modbus]` and `[devices.modbus]` sections.
 
+pub mod config;
 pub mod decode;
 pub mod plan;
 
@@ -11,64 +14,108 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fieldlink_model::Protocol;
-use fieldlink_model::proto::point::Value;
+use fieldlink_model::proto::{Quality, point::Value};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::slave::Slave;
 
-use super::{Driver, GroupRead, Reading, Session};
-use crate::config::{Area, DataType, Device, ModbusConfig, PollGroupConfig, TagConfig};
+use self::config::{Area, DataType, Layout, ModbusSection, Order, TagConfig, Target};
+use super::poll::{self, PolledDevice, PolledSession, Poller, ReadStats};
+use super::{BoxRun, DriverConfig, DriverContext, DriverInstance, DriverKind, Reading};
+use crate::device::TagId;
 use crate::error::DriverError;
 
-/// The Modbus TCP driver.
-#[derive(Debug, Clone)]
+/// The Modbus protocol family: section `modbus`, protocol `modbus-tcp`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModbusKind;
+
+impl DriverKind for ModbusKind {
+    fn section(&self) -> &'static str {
+        "modbus"
+    }
+
+    fn protocols(&self) -> &'static [Protocol] {
+        &[Protocol::ModbusTcp]
+    }
+
+    fn configure(&self, config: DriverConfig<'_>) -> Result<Arc<dyn DriverInstance>, Vec<String>> {
+        Ok(Arc::new(ModbusDriver::configure(config)?))
+    }
+}
+
+/// The configured Modbus driver.
+#[derive(Debug)]
 pub struct ModbusDriver {
-    config: ModbusConfig,
+    section: ModbusSection,
+    devices: Vec<PolledDevice<Target>>,
 }
 
 impl ModbusDriver {
-    /// A driver with these defaults.
-    pub fn new(config: ModbusConfig) -> Self {
-        ModbusDriver { config }
+    /// Validates `[modbus]` and the devices' `[devices.modbus]`.
+    ///
+    /// # Errors
+    /// Every problem, each naming its key path.
+    pub fn configure(config: DriverConfig<'_>) -> Result<ModbusDriver, Vec<String>> {
+        let configured = config::configure(config)?;
+        Ok(ModbusDriver {
+            section: configured.section,
+            devices: configured.devices,
+        })
     }
+
+    /// The configured devices.
+    pub fn devices(&self) -> &[PolledDevice<Target>] {
+        &self.devices
+    }
+
+    /// What opens sessions to them.
+    pub fn poller(&self) -> ModbusPoller {
+        ModbusPoller {
+            timeout: self.section.timeout,
+        }
+    }
+}
+
+impl DriverInstance for ModbusDriver {
+    fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    fn run(self: Arc<Self>, ctx: DriverContext) -> BoxRun {
+        let devices = self.devices.clone();
+        let timing = self.section.timing();
+        let poller = Arc::new(self.poller());
+        Box::pin(poll::run(poller, devices, timing, ctx.sink, ctx.shutdown))
+    }
+}
+
+/// Opens Modbus TCP sessions.
+#[derive(Debug, Clone)]
+pub struct ModbusPoller {
+    /// Time allowed for one request.
+    pub timeout: Duration,
 }
 
 /// A session with one Modbus TCP device.
 pub struct ModbusSession {
     ctx: Context,
     timeout: Duration,
-    groups: Arc<[PollGroupConfig]>,
-    plans: Vec<Vec<plan::Read>>,
+    layout: Arc<Layout>,
 }
 
-impl Driver for ModbusDriver {
+impl Poller for ModbusPoller {
+    type Target = Target;
     type Session = ModbusSession;
 
-    fn protocol(&self) -> Protocol {
-        Protocol::ModbusTcp
-    }
-
-    async fn connect(&self, device: &Device) -> Result<ModbusSession, DriverError> {
-        let stream = TcpStream::connect(device.addr).await?;
+    async fn connect(&self, target: &Target) -> Result<ModbusSession, DriverError> {
+        let stream = TcpStream::connect(target.addr).await?;
         stream.set_nodelay(true)?;
-        let ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(device.unit_id));
-        let groups = device.poll_groups.clone();
-        let plans = groups
-            .iter()
-            .map(|group| {
-                plan::plan(
-                    &group.tags,
-                    self.config.max_registers_per_read,
-                    self.config.max_bits_per_read,
-                )
-            })
-            .collect();
+        let ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(target.unit_id));
         Ok(ModbusSession {
             ctx,
-            timeout: self.config.timeout,
-            groups,
-            plans,
+            timeout: self.timeout,
+            layout: target.layout.clone(),
         })
     }
 }
@@ -77,7 +124,7 @@ impl std::fmt::Debug for ModbusSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModbusSession")
             .field("timeout", &self.timeout)
-            .field("plans", &self.plans)
+            .field("plans", &self.layout.plans)
             .finish_non_exhaustive()
     }
 }
@@ -129,26 +176,33 @@ fn modbus_error(e: tokio_modbus::Error) -> DriverError {
     }
 }
 
-impl Session for ModbusSession {
-    async fn read_group(&mut self, group: usize) -> Result<GroupRead, DriverError> {
-        let (Some(reads), Some(group)) = (self.plans.get(group), self.groups.get(group)) else {
+impl PolledSession for ModbusSession {
+    async fn read_group(
+        &mut self,
+        group: usize,
+        out: &mut [Reading],
+    ) -> Result<ReadStats, DriverError> {
+        let layout = self.layout.clone();
+        let (Some(reads), Some(tags)) = (layout.plans.get(group), layout.group_tags(group)) else {
             return Err(DriverError::Invalid(format!("no poll group {group}")));
         };
-        let tags = &group.tags;
-        let mut out = GroupRead {
-            readings: vec![Reading::bad(); tags.len()],
-            requests: 0,
-            exceptions: 0,
+        let mut stats = ReadStats::default();
+        let mut set = |tag: usize, value: Option<Value>| {
+            if let (Some(value), Some(reading)) = (value, out.get_mut(tag)) {
+                reading.value = Some(value);
+                reading.quality = Quality::Good;
+            }
         };
         for read in reads {
-            out.requests += 1;
+            stats.requests += 1;
             match Self::request(&mut self.ctx, self.timeout, read).await? {
-                Err(_exception) => out.exceptions += 1,
+                Err(_exception) => stats.exceptions += 1,
                 Ok(Answer::Bits(bits)) => {
                     for (tag, offset) in &read.tags {
-                        if let Some(bit) = bits.get(usize::from(*offset)) {
-                            out.readings[*tag] = Reading::good(Value::BoolValue(*bit));
-                        }
+                        set(
+                            *tag,
+                            bits.get(usize::from(*offset)).map(|b| Value::BoolValue(*b)),
+                        );
                     }
                 }
                 Ok(Answer::Words(words)) => {
@@ -162,25 +216,20 @@ impl Session for ModbusSession {
                     }
                     for (tag, offset) in &read.tags {
                         let from = usize::from(*offset);
-                        if let Some(value) = decode::decode_registers(&tags[*tag], &words[from..]) {
-                            out.readings[*tag] = Reading::good(value);
-                        }
+                        let value = tags
+                            .get(*tag)
+                            .and_then(|config| decode::decode_registers(config, &words[from..]));
+                        set(*tag, value);
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(stats)
     }
 
-    async fn write(&mut self, tag: &str, value: &Value) -> Result<(), DriverError> {
-        let Some(config) = self
-            .groups
-            .iter()
-            .flat_map(|g| &g.tags)
-            .find(|t| t.name == tag)
-            .cloned()
-        else {
-            return Err(DriverError::Invalid(format!("no tag `{tag}`")));
+    async fn write(&mut self, tag: TagId, value: &Value) -> Result<(), DriverError> {
+        let Some(config) = self.layout.tags.get(tag as usize).cloned() else {
+            return Err(DriverError::Invalid(format!("no tag {tag}")));
         };
         let words = encode_write(&config, value)?;
         let ctx = &mut self.ctx;
@@ -234,13 +283,13 @@ fn encode_write(tag: &TagConfig, value: &Value) -> Result<Write, DriverError> {
                 _ => return refuse("writing this type is not supported"),
             };
             let words = match (tag.word_order, tag.byte_order) {
-                (crate::config::Order::Big, crate::config::Order::Big) => words,
+                (Order::Big, Order::Big) => words,
                 (word, byte) => {
                     let mut w = words;
-                    if word == crate::config::Order::Little {
+                    if word == Order::Little {
                         w.reverse();
                     }
-                    if byte == crate::config::Order::Little {
+                    if byte == Order::Little {
                         w.iter_mut().for_each(|x| *x = x.swap_bytes());
                     }
                     w

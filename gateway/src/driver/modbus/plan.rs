@@ -6,7 +6,7 @@
 //! answer with an exception), and the request stays within the per-request
 //! limit (125 registers, 2000 bits by default).
 
-use crate::config::{Area, TagConfig};
+use super::config::{Area, TagConfig};
 
 /// One Modbus read request and the tags it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +64,8 @@ pub fn plan(tags: &[TagConfig], max_registers: u16, max_bits: u16) -> Vec<Read> 
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::{DataType, Order};
     use super::*;
-    use crate::config::{DataType, Order};
 
     fn tag(area: Area, address: u16, data_type: DataType) -> TagConfig {
         TagConfig {

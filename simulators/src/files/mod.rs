@@ -1,31 +1,75 @@
 //! The files a fleet writes: the ground-truth manifest, the registry's
 //! tenants file and one gateway config per tenant.
 //!
-//! The gateway config is serialized from structs here that mirror the
-//! gateway's `GatewayConfig` format (`gateway/src/config.rs`); this crate
-//! does not depend on the gateway.
+//! Each protocol's simulator face contributes through [`FaceFiles`]: the
+//! manifest's endpoint of its devices, the driver sections of the gateway
+//! configs (`[modbus]`, `[opcua]`, ...) and each device's `[devices.NAME]`,
+//! and files of its own. A tenant's gateway config serves its devices of
+//! every protocol. The configs are built as TOML values in the gateway's
+//! `GatewayConfig` format (`gateway/src/config.rs`); this crate does not
+//! depend on the gateway.
+
+mod modbus;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use fieldlink_model::Protocol;
 use serde::Serialize;
 
-use crate::catalog::{Area, DataType, IDENT_TAGS, Order, TagDef};
+pub use modbus::{IDENT_INTERVAL, ModbusFiles};
+
 use crate::error::SimError;
 use crate::plan::{FleetPlan, PlannedDevice};
 
 /// Header of `manifest.csv`.
 pub const MANIFEST_HEADER: &str =
     "device_id,class,category,type,name,protocol,tenant,cloud,endpoint";
-/// Protocol code of the Modbus face.
-pub const PROTOCOL: &str = "modbus-tcp";
 /// Default registry gRPC URL of the gateway configs.
 pub const DEFAULT_REGISTRY_URL: &str = "http://127.0.0.1:7600";
-/// The identification block is polled at this interval, or the process
-/// interval when that is longer.
-pub const IDENT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What one protocol's face writes into a fleet's files.
+pub trait FaceFiles {
+    /// The protocol of the devices it serves.
+    fn protocol(&self) -> Protocol;
+
+    /// The manifest's `endpoint` of device `d`.
+    fn endpoint(&self, plan: &FleetPlan, d: &PlannedDevice) -> String;
+
+    /// The driver-wide sections of tenant `tenant`'s gateway config, for
+    /// `devices` (the tenant's devices of this protocol, never empty), as
+    /// top-level keys (`modbus` → `[modbus]`).
+    ///
+    /// # Errors
+    /// [`SimError::Toml`] when a value does not serialize.
+    fn gateway_sections(
+        &self,
+        plan: &FleetPlan,
+        tenant: usize,
+        devices: &[PlannedDevice],
+    ) -> Result<toml::Table, SimError>;
+
+    /// Device `d`'s driver section as `(name, value)` (`[devices.modbus]`),
+    /// or `None` when the gateway discovers the device at run time (it is
+    /// then not listed in the config, only in the manifest).
+    ///
+    /// # Errors
+    /// [`SimError::Toml`] when a value does not serialize.
+    fn gateway_device(
+        &self,
+        plan: &FleetPlan,
+        d: &PlannedDevice,
+    ) -> Result<Option<(String, toml::Value)>, SimError>;
+
+    /// Files of the face's own (a broker's users), written into `dir`.
+    ///
+    /// # Errors
+    /// [`SimError::Io`] naming the path.
+    fn extra_files(&self, _plan: &FleetPlan, _dir: &Path) -> Result<Vec<PathBuf>, SimError> {
+        Ok(Vec::new())
+    }
+}
 
 /// Paths of the written files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +80,8 @@ pub struct WrittenFiles {
     pub tenants: PathBuf,
     /// `DIR/gateways/<tenant>.toml`, in tenant order.
     pub gateways: Vec<PathBuf>,
+    /// Files the faces wrote of their own.
+    pub extra: Vec<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -50,99 +96,12 @@ struct TenantEntry<'a> {
     token: &'a str,
 }
 
-#[derive(Serialize)]
-struct GatewayFile<'a> {
-    gateway_id: String,
-    data_dir: String,
-    uplink: Uplink<'a>,
-    templates: BTreeMap<&'static str, Template>,
-    devices: Vec<GatewayDevice>,
-}
-
-#[derive(Serialize)]
-struct Uplink<'a> {
-    registry: &'a str,
-    token: &'a str,
-}
-
-#[derive(Serialize)]
-struct Template {
-    poll_groups: Vec<PollGroup>,
-}
-
-#[derive(Serialize)]
-struct PollGroup {
-    interval: String,
-    tags: Vec<Tag>,
-}
-
-#[derive(Serialize)]
-struct Tag {
-    name: &'static str,
-    area: Area,
-    address: u16,
-    #[serde(rename = "type")]
-    data_type: DataType,
-    #[serde(skip_serializing_if = "is_zero")]
-    length: u16,
-    #[serde(skip_serializing_if = "is_one")]
-    scale: f64,
-    #[serde(skip_serializing_if = "is_zero_f")]
-    offset: f64,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    unit: &'static str,
-    #[serde(skip_serializing_if = "is_big")]
-    word_order: Order,
-}
-
-#[derive(Serialize)]
-struct GatewayDevice {
-    id: String,
-    class: &'static str,
-    category: &'static str,
-    #[serde(rename = "type")]
-    device_type: &'static str,
-    name: String,
-    protocol: &'static str,
-    endpoint: String,
-    unit_id: u8,
-    template: &'static str,
-    attributes: BTreeMap<&'static str, String>,
-}
-
-fn is_zero(v: &u16) -> bool {
-    *v == 0
-}
-fn is_one(v: &f64) -> bool {
-    *v == 1.0
-}
-fn is_zero_f(v: &f64) -> bool {
-    *v == 0.0
-}
-fn is_big(v: &Order) -> bool {
-    *v == Order::Big
-}
-
-fn tag(t: &TagDef) -> Tag {
-    Tag {
-        name: t.name,
-        area: t.area,
-        address: t.address,
-        data_type: t.data_type,
-        length: if t.data_type == DataType::String {
-            t.length
-        } else {
-            0
-        },
-        scale: t.scale,
-        offset: t.offset,
-        unit: t.unit,
-        word_order: t.word_order,
-    }
-}
-
-fn interval_text(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+/// A TOML value from a serializable one.
+pub(crate) fn to_value(what: &str, value: &impl Serialize) -> Result<toml::Value, SimError> {
+    toml::Value::try_from(value).map_err(|e| SimError::Toml {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 fn csv_field(out: &mut String, field: &str) {
@@ -155,10 +114,26 @@ fn csv_field(out: &mut String, field: &str) {
     }
 }
 
+fn face_of<'a>(
+    faces: &[&'a dyn FaceFiles],
+    protocol: Protocol,
+) -> Result<&'a dyn FaceFiles, SimError> {
+    faces
+        .iter()
+        .copied()
+        .find(|f| f.protocol() == protocol)
+        .ok_or_else(|| {
+            SimError::spec(
+                "--protocols",
+                format!("no simulator face writes files for {protocol} here"),
+            )
+        })
+}
+
 impl FleetPlan {
     /// One manifest row (no newline): `device_id,class,category,type,name,
-    /// protocol,tenant,cloud,endpoint`.
-    pub fn manifest_row(&self, d: &PlannedDevice) -> String {
+    /// protocol,tenant,cloud,endpoint`, with the endpoint from `face`.
+    pub fn manifest_row(&self, d: &PlannedDevice, face: &dyn FaceFiles) -> String {
         let tenant = &self.tenants()[d.tenant];
         let fields = [
             d.id(),
@@ -166,10 +141,10 @@ impl FleetPlan {
             d.device_type.category.code().to_owned(),
             d.device_type.model.to_owned(),
             d.name(),
-            PROTOCOL.to_owned(),
+            d.protocol.code().to_owned(),
             tenant.name.clone(),
             tenant.cloud.code().to_owned(),
-            d.endpoint.to_string(),
+            face.endpoint(self, d),
         ];
         let mut row = String::with_capacity(128);
         for (i, f) in fields.iter().enumerate() {
@@ -205,82 +180,112 @@ impl FleetPlan {
     }
 
     /// The gateway config of tenant `tenant` (index into
-    /// [`FleetPlan::tenants`]): `gateway_id` `sim-gw-<tenant>`, the given
-    /// `data_dir`, `[uplink]` to `registry_url` with the tenant's token, one
-    /// `[templates.<type key>]` per type it uses (process tags at the plan's
-    /// interval, the identification block at [`IDENT_INTERVAL`]) and its
-    /// `[[devices]]` (unit id 1, attributes vendor, serial_number, firmware).
+    /// [`FleetPlan::tenants`]) with the Modbus face only: see
+    /// [`FleetPlan::gateway_toml_with`].
     ///
     /// # Errors
-    /// [`SimError::Spec`] for an unknown tenant; [`SimError::Toml`] if
-    /// serialization fails.
+    /// As [`FleetPlan::gateway_toml_with`].
     pub fn gateway_toml(
         &self,
         tenant: usize,
         registry_url: &str,
         data_dir: &Path,
     ) -> Result<String, SimError> {
+        self.gateway_toml_with(tenant, registry_url, data_dir, &[&ModbusFiles])
+    }
+
+    /// The gateway config of tenant `tenant`: `gateway_id`
+    /// `sim-gw-<tenant>`, the given `data_dir`, `[uplink]` to
+    /// `registry_url` with the tenant's token, each face's driver sections,
+    /// and a `[[devices]]` entry (common keys, attributes vendor,
+    /// serial_number, firmware, and the face's section) for every device the
+    /// gateway does not discover by itself.
+    ///
+    /// # Errors
+    /// [`SimError::Spec`] for an unknown tenant or a protocol without a
+    /// face; [`SimError::Toml`] if serialization fails.
+    pub fn gateway_toml_with(
+        &self,
+        tenant: usize,
+        registry_url: &str,
+        data_dir: &Path,
+        faces: &[&dyn FaceFiles],
+    ) -> Result<String, SimError> {
         let t = self
             .tenants()
             .get(tenant)
             .ok_or_else(|| SimError::spec("tenant", format!("no tenant {tenant}")))?;
-        let interval = self.spec().interval;
-        let mut templates = BTreeMap::new();
+        let mut root = toml::Table::new();
+        root.insert("gateway_id".into(), format!("sim-gw-{}", t.name).into());
+        root.insert(
+            "data_dir".into(),
+            data_dir.to_string_lossy().into_owned().into(),
+        );
+        let mut uplink = toml::Table::new();
+        uplink.insert("registry".into(), registry_url.into());
+        uplink.insert("token".into(), t.token.as_str().into());
+        root.insert("uplink".into(), uplink.into());
         let mut devices = Vec::new();
-        for d in self.devices_of_tenant(tenant) {
-            let ty = d.device_type;
-            templates.entry(ty.key).or_insert_with(|| Template {
-                poll_groups: vec![
-                    PollGroup {
-                        interval: interval_text(interval),
-                        tags: ty.tags.iter().map(tag).collect(),
-                    },
-                    PollGroup {
-                        interval: interval_text(interval.max(IDENT_INTERVAL)),
-                        tags: IDENT_TAGS.iter().map(tag).collect(),
-                    },
-                ],
-            });
-            let mut attributes = BTreeMap::new();
-            attributes.insert("vendor", ty.vendor.to_owned());
-            attributes.insert("serial_number", d.serial().to_string());
-            attributes.insert("firmware", ty.firmware_text());
-            devices.push(GatewayDevice {
-                id: d.id(),
-                class: ty.class().code(),
-                category: ty.category.code(),
-                device_type: ty.model,
-                name: d.name(),
-                protocol: PROTOCOL,
-                endpoint: d.endpoint.to_string(),
-                unit_id: 1,
-                template: ty.key,
-                attributes,
-            });
+        for protocol in self.protocols() {
+            let face = face_of(faces, protocol)?;
+            let of: Vec<PlannedDevice> = self
+                .devices_of_tenant(tenant)
+                .filter(|d| d.protocol == protocol)
+                .collect();
+            if of.is_empty() {
+                continue;
+            }
+            root.extend(face.gateway_sections(self, tenant, &of)?);
+            for d in &of {
+                let Some((name, section)) = face.gateway_device(self, d)? else {
+                    continue;
+                };
+                let ty = d.device_type;
+                let mut entry = toml::Table::new();
+                entry.insert("id".into(), d.id().into());
+                entry.insert("class".into(), ty.class().code().into());
+                entry.insert("category".into(), ty.category.code().into());
+                entry.insert("type".into(), ty.model.into());
+                entry.insert("name".into(), d.name().into());
+                entry.insert("protocol".into(), protocol.code().into());
+                entry.insert("attributes".into(), to_value("attributes", &attributes(d))?);
+                entry.insert(name, section);
+                devices.push(toml::Value::Table(entry));
+            }
         }
-        let file = GatewayFile {
-            gateway_id: format!("sim-gw-{}", t.name),
-            data_dir: data_dir.to_string_lossy().into_owned(),
-            uplink: Uplink {
-                registry: registry_url,
-                token: &t.token,
-            },
-            templates,
-            devices,
-        };
-        toml::to_string(&file).map_err(|e| SimError::Toml {
+        root.insert("devices".into(), devices.into());
+        toml::to_string(&root).map_err(|e| SimError::Toml {
             what: format!("gateway config of {}", t.name),
             message: e.to_string(),
         })
     }
 
-    /// Writes `dir/manifest.csv`, `dir/tenants.toml` and
-    /// `dir/gateways/<tenant>.toml` (data dirs `dir/gateways/<tenant>-data`,
-    /// absolute), creating directories as needed.
+    /// Writes the files with the Modbus face only: see
+    /// [`FleetPlan::write_files_with`].
     ///
     /// # Errors
-    /// [`SimError::Io`] naming the path; [`SimError::Toml`].
+    /// As [`FleetPlan::write_files_with`].
     pub fn write_files(&self, dir: &Path, registry_url: &str) -> Result<WrittenFiles, SimError> {
+        self.write_files_with(dir, registry_url, &[&ModbusFiles])
+    }
+
+    /// Writes `dir/manifest.csv`, `dir/tenants.toml`,
+    /// `dir/gateways/<tenant>.toml` (data dirs `dir/gateways/<tenant>-data`,
+    /// absolute) and the faces' own files, creating directories as needed.
+    /// Every protocol of the plan needs a face in `faces`.
+    ///
+    /// # Errors
+    /// [`SimError::Io`] naming the path; [`SimError::Toml`];
+    /// [`SimError::Spec`] for a protocol without a face.
+    pub fn write_files_with(
+        &self,
+        dir: &Path,
+        registry_url: &str,
+        faces: &[&dyn FaceFiles],
+    ) -> Result<WrittenFiles, SimError> {
+        for protocol in self.protocols() {
+            face_of(faces, protocol)?;
+        }
         let gateways_dir = dir.join("gateways");
         std::fs::create_dir_all(&gateways_dir).map_err(|e| SimError::io(&gateways_dir, e))?;
         let dir = std::fs::canonicalize(dir).map_err(|e| SimError::io(dir, e))?;
@@ -289,14 +294,16 @@ impl FleetPlan {
         let manifest = dir.join("manifest.csv");
         let file = std::fs::File::create(&manifest).map_err(|e| SimError::io(&manifest, e))?;
         let mut out = BufWriter::new(file);
-        let mut write = || -> std::io::Result<()> {
-            writeln!(out, "{MANIFEST_HEADER}")?;
+        let mut write = || -> Result<(), SimError> {
+            let io = |e| SimError::io(&manifest, e);
+            writeln!(out, "{MANIFEST_HEADER}").map_err(io)?;
             for d in self.devices() {
-                writeln!(out, "{}", self.manifest_row(&d))?;
+                let face = face_of(faces, d.protocol)?;
+                writeln!(out, "{}", self.manifest_row(&d, face)).map_err(io)?;
             }
-            out.flush()
+            out.flush().map_err(io)
         };
-        write().map_err(|e| SimError::io(&manifest, e))?;
+        write()?;
 
         let tenants = dir.join("tenants.toml");
         std::fs::write(&tenants, self.tenants_toml()?).map_err(|e| SimError::io(&tenants, e))?;
@@ -305,16 +312,31 @@ impl FleetPlan {
         for (i, t) in self.tenants().iter().enumerate() {
             let path = gateways_dir.join(format!("{}.toml", t.name));
             let data_dir = gateways_dir.join(format!("{}-data", t.name));
-            let text = self.gateway_toml(i, registry_url, &data_dir)?;
+            let text = self.gateway_toml_with(i, registry_url, &data_dir, faces)?;
             std::fs::write(&path, text).map_err(|e| SimError::io(&path, e))?;
             gateways.push(path);
+        }
+        let mut extra = Vec::new();
+        for protocol in self.protocols() {
+            extra.extend(face_of(faces, protocol)?.extra_files(self, &dir)?);
         }
         Ok(WrittenFiles {
             manifest,
             tenants,
             gateways,
+            extra,
         })
     }
+}
+
+/// The attributes every simulated device is announced with.
+pub fn attributes(d: &PlannedDevice) -> BTreeMap<&'static str, String> {
+    let ty = d.device_type;
+    BTreeMap::from([
+        ("vendor", ty.vendor.to_owned()),
+        ("serial_number", d.serial().to_string()),
+        ("firmware", ty.firmware_text()),
+    ])
 }
 
 #[cfg(test)]
@@ -344,7 +366,7 @@ mod tests {
         let top: HashSet<&str> = value.keys().map(String::as_str).collect();
         assert_eq!(
             top,
-            HashSet::from(["gateway_id", "data_dir", "uplink", "templates", "devices"])
+            HashSet::from(["gateway_id", "data_dir", "uplink", "modbus", "devices"])
         );
         assert_eq!(value["gateway_id"].as_str(), Some("sim-gw-public-a"));
         assert_eq!(value["data_dir"].as_str(), Some("/tmp/gw-a-data"));
@@ -357,7 +379,7 @@ mod tests {
 
         let devices = value["devices"].as_array().unwrap();
         assert_eq!(devices.len(), p.devices_of_tenant(0).count());
-        let templates = value["templates"].as_table().unwrap();
+        let templates = value["modbus"]["templates"].as_table().unwrap();
         for d in devices {
             let d = d.as_table().unwrap();
             for key in [
@@ -367,16 +389,16 @@ mod tests {
                 "type",
                 "name",
                 "protocol",
-                "endpoint",
-                "unit_id",
-                "template",
                 "attributes",
+                "modbus",
             ] {
                 assert!(d.contains_key(key), "device lacks {key}: {d:?}");
             }
             assert_eq!(d["protocol"].as_str(), Some("modbus-tcp"));
-            assert_eq!(d["unit_id"].as_integer(), Some(1));
-            let template = d["template"].as_str().unwrap();
+            let modbus = d["modbus"].as_table().unwrap();
+            assert!(modbus["endpoint"].as_str().unwrap().starts_with("127."));
+            assert_eq!(modbus["unit_id"].as_integer(), Some(1));
+            let template = modbus["template"].as_str().unwrap();
             let groups = templates[template]["poll_groups"].as_array().unwrap();
             assert_eq!(groups[0]["interval"].as_str(), Some("1s"));
             assert_eq!(groups[1]["interval"].as_str(), Some("1m"));
@@ -433,7 +455,7 @@ mod tests {
         assert_eq!(lines.next(), Some(MANIFEST_HEADER));
         let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
         assert_eq!(rows.len(), p.len() as usize);
-        assert!(rows.iter().all(|r| r.len() == 9 && r[5] == PROTOCOL));
+        assert!(rows.iter().all(|r| r.len() == 9 && r[5] == "modbus-tcp"));
         let categories: HashSet<&str> = rows.iter().map(|r| r[2]).collect();
         assert_eq!(categories.len(), fieldlink_model::Category::ALL.len());
 
@@ -451,5 +473,18 @@ mod tests {
         let data_dir = gw["data_dir"].as_str().unwrap();
         assert!(Path::new(data_dir).is_absolute());
         assert!(data_dir.ends_with("gateways/private-b-data"));
+    }
+
+    #[test]
+    fn every_protocol_of_the_plan_needs_a_face() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = FleetPlan::new(FleetSpec {
+            devices: 40,
+            protocols: "modbus-tcp,opc-ua".parse().unwrap(),
+            ..FleetSpec::default()
+        })
+        .unwrap();
+        let err = p.write_files(dir.path(), DEFAULT_REGISTRY_URL).unwrap_err();
+        assert!(err.to_string().contains("opc-ua"), "{err}");
     }
 }

@@ -1,0 +1,267 @@
+//! Normalization: driver events into protobuf batches on the disk spool.
+//!
+//! The [`Normalizer`] is the one owner of the batch under construction. It
+//! reads the drivers' events in order: a declared device (or a grown tag
+//! table) becomes an announce, a session change a `DeviceStatus` (changes
+//! only), readings become points grouped per device ([`encode`] writes them
+//! straight into protobuf). A batch is sealed when it holds
+//! `batch_max_points` points or about 1 MiB, or its first item is
+//! `batch_max_delay` old; it is then appended to the spool, recorded in the
+//! ledger, and the uplink is woken.
+
+mod announce;
+mod encode;
+mod ledger;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fieldlink_model::proto;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+pub use announce::Announcements;
+pub use ledger::Ledger;
+
+use crate::device::TagInfo;
+use crate::driver::{DriverEvent, Reading};
+use crate::metrics::Metrics;
+use crate::spool::Spool;
+use encode::BatchBuilder;
+
+/// A batch is sealed once its encoding reaches about this size.
+const BATCH_MAX_BYTES: usize = 1 << 20;
+
+/// What the normalizer knows of a declared device.
+#[derive(Debug)]
+struct Known {
+    id: String,
+    tags: Arc<[TagInfo]>,
+    online: Option<bool>,
+}
+
+/// Builds batches and spools them.
+#[derive(Debug)]
+pub struct Normalizer {
+    devices: Vec<Option<Known>>,
+    announcements: Arc<Announcements>,
+    spool: Arc<Mutex<Spool>>,
+    wake_uplink: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    max_points: usize,
+    max_delay: Duration,
+    builder: BatchBuilder,
+    sealed_at: Option<Instant>,
+    ledger: Option<Ledger>,
+}
+
+impl Normalizer {
+    /// A normalizer that spools into `spool` and keeps `announcements` up
+    /// to date.
+    pub fn new(
+        announcements: Arc<Announcements>,
+        spool: Arc<Mutex<Spool>>,
+        wake_uplink: Arc<Notify>,
+        metrics: Arc<Metrics>,
+        max_points: usize,
+        max_delay: Duration,
+    ) -> Self {
+        Normalizer {
+            devices: Vec::new(),
+            announcements,
+            spool,
+            wake_uplink,
+            metrics,
+            max_points,
+            max_delay,
+            builder: BatchBuilder::new(None),
+            sealed_at: None,
+            ledger: None,
+        }
+    }
+
+    /// Also keeps a [`Ledger`] of what is spooled.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.builder = BatchBuilder::new(Some(ledger.offset()));
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Runs until the event channel closes (every driver stopped) or
+    /// `shutdown`; seals what is left.
+    pub(crate) async fn run(
+        mut self,
+        mut events: mpsc::Receiver<DriverEvent>,
+        shutdown: CancellationToken,
+    ) {
+        let mut buffer = Vec::with_capacity(256);
+        loop {
+            let deadline = self
+                .sealed_at
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sleep_until(deadline), if self.sealed_at.is_some() => self.seal(),
+                n = events.recv_many(&mut buffer, 256) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for event in buffer.drain(..) {
+                        self.add(event);
+                    }
+                }
+            }
+        }
+        // Drain what the drivers already produced.
+        while let Ok(event) = events.try_recv() {
+            self.add(event);
+        }
+        self.seal();
+    }
+
+    fn add(&mut self, event: DriverEvent) {
+        if self.sealed_at.is_none() {
+            self.sealed_at = Some(Instant::now() + self.max_delay);
+        }
+        match event {
+            DriverEvent::Announce { device, info, tags } => {
+                let index = device.index() as usize;
+                if self.devices.len() <= index {
+                    self.devices.resize_with(index + 1, || None);
+                }
+                let known = self.devices[index].get_or_insert_with(|| Known {
+                    id: info.id.clone(),
+                    tags: Arc::from(Vec::new()),
+                    online: None,
+                });
+                // Tables only grow: an announce overtaken by a later one of
+                // the same device must not shrink what is known.
+                if tags.len() >= known.tags.len() {
+                    known.tags = tags;
+                }
+                let announce = info.announce(&known.tags);
+                self.announcements.set(device.index(), announce.clone());
+                self.builder.announce(announce);
+                let declared = self.devices.iter().flatten().count();
+                self.metrics.devices.store(declared as u64, Relaxed);
+            }
+            DriverEvent::Status {
+                device,
+                online,
+                reason,
+                time,
+            } => {
+                let Some(known) = self
+                    .devices
+                    .get_mut(device.index() as usize)
+                    .and_then(Option::as_mut)
+                else {
+                    self.metrics.undeclared_readings.fetch_add(1, Relaxed);
+                    return;
+                };
+                if known.online == Some(online) {
+                    return;
+                }
+                match (known.online, online) {
+                    (Some(true), false) => self.metrics.devices_online.fetch_sub(1, Relaxed),
+                    (_, true) => self.metrics.devices_online.fetch_add(1, Relaxed),
+                    _ => 0,
+                };
+                known.online = Some(online);
+                let state = if online {
+                    proto::device_status::State::Online
+                } else {
+                    proto::device_status::State::Offline
+                };
+                self.builder.status(proto::DeviceStatus {
+                    device_id: known.id.clone(),
+                    state: state as i32,
+                    reason,
+                    time_unix_nano: u64::try_from(time).unwrap_or(0),
+                });
+            }
+            DriverEvent::Readings(readings) => {
+                for r in &readings {
+                    self.point(r);
+                }
+                if self.builder.points() >= self.max_points
+                    || self.builder.bytes() >= BATCH_MAX_BYTES
+                {
+                    self.seal();
+                }
+            }
+        }
+    }
+
+    fn point(&mut self, r: &Reading) {
+        let known = self
+            .devices
+            .get(r.device.index() as usize)
+            .and_then(Option::as_ref);
+        let Some((known, tag)) = known.and_then(|k| Some((k, k.tags.get(r.tag as usize)?))) else {
+            self.metrics.undeclared_readings.fetch_add(1, Relaxed);
+            return;
+        };
+        self.builder
+            .point(r.device.index(), &known.id, &tag.name, r);
+    }
+
+    /// Appends the batch under construction to the spool.
+    fn seal(&mut self) {
+        self.sealed_at = None;
+        if self.builder.is_empty() {
+            return;
+        }
+        let points = self.builder.points();
+        let devices = &self.devices;
+        let ledger = &mut self.ledger;
+        let payload = self.builder.seal(
+            |index| {
+                devices
+                    .get(index as usize)
+                    .and_then(Option::as_ref)
+                    .map(|k| k.id.as_str())
+            },
+            |id, day, n| {
+                if let Some(ledger) = ledger.as_mut() {
+                    ledger.add(id, day, n);
+                }
+            },
+        );
+        let appended = {
+            let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+            let appended = spool.append(&payload);
+            self.metrics.spool_batches.store(spool.batches(), Relaxed);
+            self.metrics.spool_bytes.store(spool.bytes(), Relaxed);
+            self.metrics
+                .uplink_lag_ms
+                .store(spool.oldest_age_ms(), Relaxed);
+            appended
+        };
+        match appended {
+            Ok((_, _, dropped)) => {
+                if let Some(ledger) = self.ledger.as_mut()
+                    && let Err(e) = ledger.flush()
+                {
+                    tracing::error!(error = %e, "cannot write the ledger");
+                }
+                self.metrics.points.fetch_add(points as u64, Relaxed);
+                self.metrics.batches_spooled.fetch_add(1, Relaxed);
+                self.metrics
+                    .batches_dropped
+                    .fetch_add(dropped.batches, Relaxed);
+                self.wake_uplink.notify_one();
+            }
+            Err(e) => {
+                // Lines for a batch that is not spooled must not be kept.
+                if let Some(ledger) = self.ledger.as_mut() {
+                    ledger.discard();
+                }
+                tracing::error!(error = %e, points, "cannot spool a batch; it is lost");
+                self.metrics.batches_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
