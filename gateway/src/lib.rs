@@ -12,6 +12,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod config;
+pub mod conformance;
 pub mod device;
 pub mod driver;
 pub mod error;

@@ -9,6 +9,8 @@
 //! - [`plan`]: which device has which type, tenant and endpoint.
 //! - [`files`]: `manifest.csv`, `tenants.toml` and per-tenant gateway configs.
 //! - [`fleet`]: serving a plan in this process or in shard processes.
+//! - [`faults`]: switching devices off, hanging them or making them send
+//!   garbage, per device, for the conformance kit and the demo.
 //!
 //! Typical use (what `fieldlink sim modbus` and `fieldlink demo` do):
 //!
@@ -31,6 +33,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod faults;
 pub mod files;
 pub mod fleet;
 pub mod plan;
@@ -39,6 +42,7 @@ pub mod signal;
 
 pub use catalog::{CATALOG, DeviceType, TagDef};
 pub use error::SimError;
+pub use faults::{Fault, Faults};
 pub use files::{DEFAULT_REGISTRY_URL, FaceFiles, MANIFEST_HEADER, ModbusFiles, WrittenFiles};
 pub use fleet::{DEFAULT_SHARD_SIZE, RunOptions, RunningFleet, ShardArgs, ShardCommand, run_shard};
 pub use plan::{

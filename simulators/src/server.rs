@@ -31,6 +31,7 @@ use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
 use crate::catalog::{Area, TypeMap, maps};
 use crate::error::SimError;
+use crate::faults::{Fault, Faults};
 use crate::plan::FleetPlan;
 use crate::signal::SimDevice;
 
@@ -65,10 +66,12 @@ impl Clock {
 }
 
 /// Options of the Modbus face.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Time source of the signals.
     pub clock: Clock,
+    /// Faults to apply per device (none set: every device works).
+    pub faults: Faults,
 }
 
 /// One device's Modbus service, shared by its connections.
@@ -244,8 +247,9 @@ impl Service for DeviceService {
 #[derive(Debug)]
 pub struct BoundFleet {
     first: u32,
-    listeners: Vec<(TcpListener, Arc<DeviceService>)>,
+    listeners: Vec<(u32, TcpListener, Arc<DeviceService>)>,
     addrs: Vec<SocketAddr>,
+    faults: Faults,
 }
 
 impl BoundFleet {
@@ -273,6 +277,7 @@ impl BoundFleet {
                 .map_err(|source| SimError::Bind { addr, source })?;
             addrs.push(listener.local_addr().unwrap_or(addr));
             listeners.push((
+                index,
                 listener,
                 Arc::new(DeviceService::new(device, options.clock)),
             ));
@@ -281,6 +286,7 @@ impl BoundFleet {
             first: start,
             listeners,
             addrs,
+            faults: options.faults,
         })
     }
 
@@ -310,8 +316,8 @@ impl BoundFleet {
     /// connection.
     pub async fn serve_until(self, shutdown: impl Future<Output = ()>) {
         let mut tasks = JoinSet::new();
-        for (listener, service) in self.listeners {
-            tasks.spawn(accept_loop(listener, service));
+        for (index, listener, service) in self.listeners {
+            tasks.spawn(accept_loop(index, listener, service, self.faults.clone()));
         }
         shutdown.await;
         tasks.shutdown().await;
@@ -320,14 +326,23 @@ impl BoundFleet {
 
 /// Serves one device: tokio-modbus spawns a task per connection; an accept
 /// error (out of file descriptors) pauses the device briefly.
-async fn accept_loop(listener: TcpListener, service: Arc<DeviceService>) {
+async fn accept_loop(
+    index: u32,
+    listener: TcpListener,
+    service: Arc<DeviceService>,
+    faults: Faults,
+) {
     let addr = listener.local_addr().ok();
     let server = Server::new(listener);
     let on_connected = |stream: TcpStream, _peer: SocketAddr| {
         let service = Arc::clone(&service);
+        let faults = faults.clone();
         async move {
+            if faults.get(index) == Fault::Off {
+                return io::Result::Ok(None); // dropped at once: switched off
+            }
             let _ = stream.set_nodelay(true);
-            io::Result::Ok(Some((service, stream)))
+            io::Result::Ok(Some((service, faults.wrap(index, stream))))
         }
     };
     loop {

@@ -31,9 +31,16 @@ fn plan(seed: u64) -> FleetPlan {
 /// Serves `plan` in a task; returns each device's address and the stop
 /// switch (dropping it stops the fleet).
 async fn start(plan: &FleetPlan, clock: Clock) -> (Vec<SocketAddr>, oneshot::Sender<()>) {
-    let bound = BoundFleet::bind(plan, 0..plan.len(), ServeOptions { clock })
-        .await
-        .expect("bind");
+    let bound = BoundFleet::bind(
+        plan,
+        0..plan.len(),
+        ServeOptions {
+            clock,
+            ..ServeOptions::default()
+        },
+    )
+    .await
+    .expect("bind");
     let addrs = (0..plan.len())
         .map(|i| bound.local_addr(i).expect("address"))
         .collect();

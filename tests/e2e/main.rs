@@ -6,6 +6,7 @@ mod support;
 mod bench_ingest;
 mod bench_modbus;
 mod config_errors;
+mod conformance;
 mod fleet_counts;
 mod gateway_modbus;
 mod gateway_restart;

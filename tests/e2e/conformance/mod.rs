@@ -1,0 +1,4 @@
+//! Every driver through the conformance kit (`fieldlink_gateway::conformance`)
+//! against its simulator face, one module per protocol.
+
+mod modbus;
