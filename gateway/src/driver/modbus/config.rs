@@ -393,7 +393,7 @@ fn check_device(
     }
     let (addr, layout) = (addr?, layout?);
     let info = DeviceInfo {
-        endpoint: format!("{addr}/unit/{}", d.unit_id),
+        endpoint: d.endpoint.clone(),
         ..device.info
     };
     Some(PolledDevice {
