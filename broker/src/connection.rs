@@ -227,12 +227,14 @@ where
     // The router link (LinkBuilder::build blocks on the router's answer).
     let router = shared.router.clone();
     let router_id = router_client_id(&tenant.name, &client_id);
-    let link = tokio::task::spawn_blocking(move || router.link(&router_id)).await;
+    let link =
+        tokio::task::spawn_blocking(move || router.link(&router_id).map_err(|e| e.to_string()))
+            .await;
     let (link_tx, link_rx) = match link {
         Ok(Ok(link)) => link,
         other => {
             let why = match other {
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => e,
                 Err(e) => e.to_string(),
                 Ok(Ok(_)) => String::new(),
             };
@@ -604,7 +606,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Handler<S> {
         }
     }
 
-    async fn to_router(&mut self, packet: Packet) -> Option<End> {
+    async fn route(&mut self, packet: Packet) -> Option<End> {
         match self.link_tx.send(packet).await {
             Ok(_) => None,
             Err(e) => Some(End::RouterGone(e.to_string())),
@@ -751,7 +753,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Handler<S> {
         });
         let router_publish = Publish::new(publish.topic, publish.payload, retain);
         if let Some(end) = self
-            .to_router(Packet::Publish(router_publish, router_props))
+            .route(Packet::Publish(router_publish, router_props))
             .await
         {
             return Some(end);
@@ -820,7 +822,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Handler<S> {
                 },
                 None,
             );
-            if let Some(end) = self.to_router(ack).await {
+            if let Some(end) = self.route(ack).await {
                 return Some(end);
             }
         }
@@ -899,7 +901,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Handler<S> {
         // Our SUBACK goes out when the router has taken the filters, so it
         // comes before any retained message they bring.
         self.pending_subacks.push_back((pkid, codes));
-        self.to_router(Packet::Subscribe(
+        self.route(Packet::Subscribe(
             Subscribe {
                 pkid,
                 filters: allowed,
@@ -925,7 +927,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Handler<S> {
             // The router answers one UNSUBACK per filter it knew; ours is
             // the one the client gets.
             if let Some(end) = self
-                .to_router(Packet::Unsubscribe(
+                .route(Packet::Unsubscribe(
                     Unsubscribe {
                         pkid,
                         filters: removed,

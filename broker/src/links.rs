@@ -134,7 +134,9 @@ impl LinkPublisher {
         let client_id: Arc<str> = Arc::from(format!("fieldlink-link-{}", self.id));
         let router = shared.router.clone();
         let router_id = format!("link.{}", self.id);
-        let link = tokio::task::spawn_blocking(move || router.link(&router_id)).await;
+        let link =
+            tokio::task::spawn_blocking(move || router.link(&router_id).map_err(|e| e.to_string()))
+                .await;
         let (mut tx, _rx) = match link {
             Ok(Ok(link)) => link,
             Ok(Err(e)) => {
