@@ -24,10 +24,21 @@ async fn next_event(link: &mut MqttLink) -> MqttEvent {
 /// `mosquitto_pub` as `user` (its token, client id = user name).
 fn publish(port: &str, user: &str, topic: &str, message: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", port, "-u", user, "-i", user, "-q", "1"])
-        .args(["-P", &token(user), "-t", topic, "-m", message])
-        .args(extra)
-        .kill_on_drop(true);
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-u",
+        user,
+        "-i",
+        user,
+        "-q",
+        "1",
+    ])
+    .args(["-P", &token(user), "-t", topic, "-m", message])
+    .args(extra)
+    .kill_on_drop(true);
     cmd
 }
 
@@ -40,8 +51,18 @@ struct Sub {
 impl Sub {
     fn start(port: &str, user: &str, client_id: &str, filters: &[&str]) -> Sub {
         let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", port, "-u", user, "-i", client_id, "-v"])
-            .args(["-P", &token(user), "-q", "1"]);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-u",
+            user,
+            "-i",
+            client_id,
+            "-v",
+        ])
+        .args(["-P", &token(user), "-q", "1"]);
         for f in filters {
             cmd.args(["-t", f]);
         }
@@ -71,7 +92,10 @@ impl Sub {
     async fn wait_ready(&mut self, port: &str, probe_user: &str, probe_topic: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            assert!(tokio::time::Instant::now() < deadline, "subscription never became active");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "subscription never became active"
+            );
             let status = publish(port, probe_user, probe_topic, "probe", &[])
                 .status()
                 .await
@@ -130,7 +154,10 @@ async fn mosquitto_pub_json_arrives_on_the_link_with_client_id_tenant_topic_and_
     assert_eq!(&*p.topic, "acme/acme-dev-1/telemetry");
     assert_eq!(&p.payload[..], json.as_bytes());
     assert_eq!(p.qos, 1);
-    assert!(p.received_unix_nano >= before, "receive time stamped by the broker");
+    assert!(
+        p.received_unix_nano >= before,
+        "receive time stamped by the broker"
+    );
     let MqttEvent::Disconnected { client, clean, .. } = next_event(&mut acme).await else {
         panic!("expected Disconnected")
     };
@@ -147,10 +174,16 @@ async fn mosquitto_pub_json_arrives_on_the_link_with_client_id_tenant_topic_and_
 
     // Another tenant's client does not reach the acme link: plant first,
     // then acme-dev-2; the next acme event is acme-dev-2's.
-    let status = publish(&port, "plant-dev-1", "plant/plant-dev-1/telemetry", "{}", &[])
-        .status()
-        .await
-        .unwrap();
+    let status = publish(
+        &port,
+        "plant-dev-1",
+        "plant/plant-dev-1/telemetry",
+        "{}",
+        &[],
+    )
+    .status()
+    .await
+    .unwrap();
     assert!(status.success());
     let status = publish(&port, "acme-dev-2", "acme/acme-dev-2/telemetry", "{}", &[])
         .status()
@@ -173,9 +206,12 @@ async fn paho_client_with_a_wrong_password_is_refused() {
     let port = broker.port();
     let run = |client: &str, password: String, version: &str| {
         let mut cmd = Command::new(&python);
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/paho_connect.py"))
-            .args(["127.0.0.1", &port, client, client, &password, version])
-            .kill_on_drop(true);
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/paho_connect.py"
+        ))
+        .args(["127.0.0.1", &port, client, client, &password, version])
+        .kill_on_drop(true);
         cmd
     };
     for version in ["4", "5"] {
@@ -184,14 +220,20 @@ async fn paho_client_with_a_wrong_password_is_refused() {
             .await
             .unwrap();
         let text = String::from_utf8_lossy(&good.stdout);
-        assert!(text.contains("connack 0"), "v{version} right password: {text}");
+        assert!(
+            text.contains("connack 0"),
+            "v{version} right password: {text}"
+        );
         let bad = run("acme-dev-1", "not-the-token".into(), version)
             .output()
             .await
             .unwrap();
         let text = String::from_utf8_lossy(&bad.stdout);
         // 3.1.1 code 4 and 5's 0x86 both read as 134 in paho 2.
-        assert!(text.contains("connack 134"), "v{version} wrong password: {text}");
+        assert!(
+            text.contains("connack 134"),
+            "v{version} wrong password: {text}"
+        );
     }
     let unknown = run("nobody", token("nobody"), "5").output().await.unwrap();
     assert!(String::from_utf8_lossy(&unknown.stdout).contains("connack 134"));
@@ -218,39 +260,73 @@ async fn a_publish_outside_the_tenant_is_refused_and_not_delivered_to_a_subscrib
         .await;
 
     // MQTT 5: PUBACK 0x87, the client stays connected.
-    let v5 = publish(&port, "acme-dev-1", "plant/plant-dev-1/telemetry", "forged", &["-V", "mqttv5"])
-        .output()
-        .await
-        .unwrap();
+    let v5 = publish(
+        &port,
+        "acme-dev-1",
+        "plant/plant-dev-1/telemetry",
+        "forged",
+        &["-V", "mqttv5"],
+    )
+    .output()
+    .await
+    .unwrap();
     let stderr = String::from_utf8_lossy(&v5.stderr);
     assert!(stderr.contains("Not authorized"), "{stderr}");
     // MQTT 3.1.1: no negative PUBACK, the connection is closed.
-    let v4 = publish(&port, "acme-dev-1", "plant/plant-dev-1/telemetry", "forged", &[])
-        .output()
-        .await
-        .unwrap();
+    let v4 = publish(
+        &port,
+        "acme-dev-1",
+        "plant/plant-dev-1/telemetry",
+        "forged",
+        &[],
+    )
+    .output()
+    .await
+    .unwrap();
     assert!(!v4.status.success(), "3.1.1 publisher is disconnected");
     // Its own id is enforced too: another device's subtree in its tenant.
-    let other = publish(&port, "acme-dev-1", "acme/acme-dev-2/telemetry", "forged", &["-V", "mqttv5"])
-        .output()
-        .await
-        .unwrap();
+    let other = publish(
+        &port,
+        "acme-dev-1",
+        "acme/acme-dev-2/telemetry",
+        "forged",
+        &["-V", "mqttv5"],
+    )
+    .output()
+    .await
+    .unwrap();
     assert!(String::from_utf8_lossy(&other.stderr).contains("Not authorized"));
 
-    let status = publish(&port, "plant-dev-1", "plant/plant-dev-1/telemetry", "real", &[])
-        .status()
-        .await
-        .unwrap();
+    let status = publish(
+        &port,
+        "plant-dev-1",
+        "plant/plant-dev-1/telemetry",
+        "real",
+        &[],
+    )
+    .status()
+    .await
+    .unwrap();
     assert!(status.success());
-    assert_eq!(sub.line().await, "plant/plant-dev-1/telemetry real", "the forged ones never came");
     assert_eq!(
-        broker.handle.metrics().refusals(Refusal::NotAuthorizedPublish),
+        sub.line().await,
+        "plant/plant-dev-1/telemetry real",
+        "the forged ones never came"
+    );
+    assert_eq!(
+        broker
+            .handle
+            .metrics()
+            .refusals(Refusal::NotAuthorizedPublish),
         3
     );
     // The plant link saw plant-gw-sub, the probes and the real message, no forgery.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        assert!(tokio::time::Instant::now() < deadline, "real message never on the link");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "real message never on the link"
+        );
         if let MqttEvent::Publish(p) = next_event(&mut plant_link).await {
             assert_ne!(&p.payload[..], b"forged");
             if &p.payload[..] == b"real" {
@@ -270,25 +346,53 @@ async fn mosquitto_sub_of_one_tenant_does_not_see_another_tenants_messages() {
     let port = broker.port();
     // plant/# is refused for an acme service; acme/# is granted.
     let mut sub = Sub::start(&port, "acme-gw", "acme-gw-sub", &["acme/#", "plant/#"]);
-    sub.wait_ready(&port, "acme-dev-1", "acme/acme-dev-1/probe").await;
-    let status = publish(&port, "plant-dev-1", "plant/plant-dev-1/telemetry", "plant-secret", &[])
-        .status()
-        .await
-        .unwrap();
+    sub.wait_ready(&port, "acme-dev-1", "acme/acme-dev-1/probe")
+        .await;
+    let status = publish(
+        &port,
+        "plant-dev-1",
+        "plant/plant-dev-1/telemetry",
+        "plant-secret",
+        &[],
+    )
+    .status()
+    .await
+    .unwrap();
     assert!(status.success());
-    let status = publish(&port, "acme-dev-1", "acme/acme-dev-1/telemetry", "acme-after", &[])
-        .status()
-        .await
-        .unwrap();
+    let status = publish(
+        &port,
+        "acme-dev-1",
+        "acme/acme-dev-1/telemetry",
+        "acme-after",
+        &[],
+    )
+    .status()
+    .await
+    .unwrap();
     assert!(status.success());
     // plant's message went into the router first; had it been visible, it
     // would be the next line.
     assert_eq!(sub.line().await, "acme/acme-dev-1/telemetry acme-after");
 
     // `#` and other tenants' filters are refused outright.
-    for (user, filter) in [("acme-gw", "#"), ("acme-dev-1", "#"), ("acme-dev-1", "+/plant-dev-1/#")] {
+    for (user, filter) in [
+        ("acme-gw", "#"),
+        ("acme-dev-1", "#"),
+        ("acme-dev-1", "+/plant-dev-1/#"),
+    ] {
         let out = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-u", user, "-P", &token(user), "-i", user])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-u",
+                user,
+                "-P",
+                &token(user),
+                "-i",
+                user,
+            ])
             .args(["-t", filter, "-W", "5"])
             .kill_on_drop(true)
             .output()
@@ -297,7 +401,13 @@ async fn mosquitto_sub_of_one_tenant_does_not_see_another_tenants_messages() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("denied"), "{user} {filter}: {stderr}");
     }
-    assert!(broker.handle.metrics().refusals(Refusal::NotAuthorizedSubscribe) >= 4);
+    assert!(
+        broker
+            .handle
+            .metrics()
+            .refusals(Refusal::NotAuthorizedSubscribe)
+            >= 4
+    );
     broker.stop().await;
 }
 
@@ -334,14 +444,26 @@ async fn a_mosquitto_passwd_hash_authenticates() {
         .unwrap();
     let run = |password: &str| {
         let mut cmd = Command::new("mosquitto_pub");
-        cmd.args(["-h", "127.0.0.1", "-p", &port, "-u", "acme-dev-9", "-i", "acme-dev-9"])
-            .args(["-P", password, "-t", "acme/acme-dev-9/t", "-m", "hi"])
-            .kill_on_drop(true);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "acme-dev-9",
+            "-i",
+            "acme-dev-9",
+        ])
+        .args(["-P", password, "-t", "acme/acme-dev-9/t", "-m", "hi"])
+        .kill_on_drop(true);
         cmd
     };
     assert!(!run("wrong").status().await.unwrap().success());
     assert!(run("chosen by a person").status().await.unwrap().success());
-    assert!(matches!(next_event(&mut link).await, MqttEvent::Connected(_)));
+    assert!(matches!(
+        next_event(&mut link).await,
+        MqttEvent::Connected(_)
+    ));
     let MqttEvent::Publish(p) = next_event(&mut link).await else {
         panic!("expected the publish")
     };
@@ -361,7 +483,11 @@ async fn mosquitto_over_tls_with_fieldlink_certs_against_the_broker_process() {
         .arg(&certs)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let config = dir.path().join("broker.toml");
     let text = format!(
         "listen = \"127.0.0.1:0\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n[[tenants]]\nname = \"acme\"\n{}{}",
@@ -394,7 +520,19 @@ async fn mosquitto_over_tls_with_fieldlink_certs_against_the_broker_process() {
     let mut sub = Command::new("mosquitto_sub");
     sub.args(["-h", "localhost", "-p", &port, "--cafile"])
         .arg(&ca)
-        .args(["-u", "acme-gw", "-P", &token("acme-gw"), "-i", "acme-gw", "-t", "acme/#", "-v", "-C", "1"])
+        .args([
+            "-u",
+            "acme-gw",
+            "-P",
+            &token("acme-gw"),
+            "-i",
+            "acme-gw",
+            "-t",
+            "acme/#",
+            "-v",
+            "-C",
+            "1",
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     let mut sub = sub.spawn().unwrap();
@@ -402,12 +540,29 @@ async fn mosquitto_over_tls_with_fieldlink_certs_against_the_broker_process() {
     // Publish until the subscriber prints it (its subscription races us).
     let deadline = tokio::time::Instant::now() + WAIT;
     let got = loop {
-        assert!(tokio::time::Instant::now() < deadline, "nothing arrived over TLS");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing arrived over TLS"
+        );
         let status = Command::new("mosquitto_pub")
             .args(["-h", "localhost", "-p", &port, "--cafile"])
             .arg(&ca)
-            .args(["-u", "acme-dev-1", "-P", &token("acme-dev-1"), "-i", "acme-dev-1"])
-            .args(["-t", "acme/acme-dev-1/telemetry", "-m", r#"{"tls":true}"#, "-q", "1"])
+            .args([
+                "-u",
+                "acme-dev-1",
+                "-P",
+                &token("acme-dev-1"),
+                "-i",
+                "acme-dev-1",
+            ])
+            .args([
+                "-t",
+                "acme/acme-dev-1/telemetry",
+                "-m",
+                r#"{"tls":true}"#,
+                "-q",
+                "1",
+            ])
             .status()
             .await
             .unwrap();
@@ -421,8 +576,24 @@ async fn mosquitto_over_tls_with_fieldlink_certs_against_the_broker_process() {
     assert_eq!(got, r#"acme/acme-dev-1/telemetry {"tls":true}"#);
     // Without the CA the server certificate is not trusted.
     let untrusted = Command::new("mosquitto_pub")
-        .args(["-h", "localhost", "-p", &port, "--capath", "/nonexistent-dir"])
-        .args(["-u", "acme-dev-1", "-P", &token("acme-dev-1"), "-t", "acme/acme-dev-1/t", "-m", "x"])
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "--capath",
+            "/nonexistent-dir",
+        ])
+        .args([
+            "-u",
+            "acme-dev-1",
+            "-P",
+            &token("acme-dev-1"),
+            "-t",
+            "acme/acme-dev-1/t",
+            "-m",
+            "x",
+        ])
         .output()
         .await
         .unwrap();
@@ -432,6 +603,9 @@ async fn mosquitto_over_tls_with_fieldlink_certs_against_the_broker_process() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let status = tokio::time::timeout(WAIT, broker.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(WAIT, broker.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
 }

@@ -93,7 +93,10 @@ fn command(name: &str, args: &[&str], package: &str) -> Option<PathBuf> {
     if found {
         Some(PathBuf::from(name))
     } else {
-        missing(name, &format!("apt-get install {package} (scripts/test does)"))
+        missing(
+            name,
+            &format!("apt-get install {package} (scripts/test does)"),
+        )
     }
 }
 
