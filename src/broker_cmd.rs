@@ -77,9 +77,7 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if settings.users.is_empty() {
         tracing::warn!("no users configured: every client will be refused");
     }
-    let listeners = Listeners::bind(&settings)
-        .await
-        .context("cannot listen")?;
+    let listeners = Listeners::bind(&settings).await.context("cannot listen")?;
     let mut line = format!("broker listening: mqtt={}", listeners.mqtt.local_addr()?);
     if let Some(tls) = &listeners.tls {
         line.push_str(&format!(" tls={}", tls.local_addr()?));
@@ -102,7 +100,10 @@ fn run_passwd(args: PasswdArgs) -> anyhow::Result<()> {
     }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprint!("password for {} (echoed; pipe it in to avoid that): ", args.username);
+        eprint!(
+            "password for {} (echoed; pipe it in to avoid that): ",
+            args.username
+        );
         let _ = std::io::stderr().flush();
     }
     let mut password = String::new();
