@@ -1,6 +1,8 @@
 //! `fieldlink`: the one command-line tool. It parses flags and configuration,
 //! starts the crates that do the work, and maps failures to exit codes.
 
+mod broker_cmd;
+mod certs_cmd;
 mod demo_cmd;
 mod gateway_cmd;
 mod registry_cmd;
@@ -28,6 +30,10 @@ enum Command {
     Registry(registry_cmd::RegistryArgs),
     /// Run a gateway: poll devices (Modbus TCP), spool to disk, stream to the registry.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Run the MQTT broker: password auth, per-tenant ACLs, TLS, metrics; `passwd` makes hashes.
+    Broker(broker_cmd::BrokerArgs),
+    /// Write a test CA, a server certificate for localhost/127.0.0.1 and a client certificate.
+    Certs(certs_cmd::CertsArgs),
     /// Simulated device fleets (Modbus TCP) with ground-truth manifest, tenants and gateway configs.
     Sim(sim_cmd::SimArgs),
     /// Print the platform form's figures (form 1.1) or device list from a running registry.
@@ -72,6 +78,8 @@ fn main() -> ExitCode {
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Demo(args) => demo_cmd::run(args).await,
             Command::Gateway(args) => gateway_cmd::run(args).await,
+            Command::Broker(args) => broker_cmd::run(args).await,
+            Command::Certs(args) => certs_cmd::run(args).await,
             Command::Sim(args) => sim_cmd::run(args).await,
             Command::Report(args) => report::run(args).await,
             Command::Bench(BenchArgs {

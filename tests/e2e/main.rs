@@ -5,6 +5,7 @@ mod support;
 
 mod bench_ingest;
 mod bench_modbus;
+mod broker_cli;
 mod config_errors;
 mod conformance;
 mod fleet_counts;
@@ -12,6 +13,7 @@ mod gateway_modbus;
 mod gateway_restart;
 mod interop;
 mod interop_mbpoll;
+mod interop_mqtt;
 mod registry_api;
 mod registry_counting;
 mod registry_input;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bench;
+pub mod broker;
 pub mod modbus_device;
 pub mod peers;
 

@@ -54,6 +54,67 @@ pub fn mbpoll() -> Option<PathBuf> {
     }
 }
 
+/// The Python interpreter with paho-mqtt (`scripts/test` installs it).
+pub fn python_with_paho() -> Option<PathBuf> {
+    python_with("paho.mqtt.client", "paho-mqtt")
+}
+
+fn python_with(module: &str, package: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("FIELDLINK_PYTHON").map(PathBuf::from),
+        Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/peers/venv/bin/python"
+        ))),
+    ];
+    for python in candidates.into_iter().flatten() {
+        let ok = std::process::Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(python);
+        }
+    }
+    missing(
+        package,
+        "run scripts/test, which installs it in target/peers/venv",
+    )
+}
+
+/// A command of a Debian package, found by running it with `args`.
+fn command(name: &str, args: &[&str], package: &str) -> Option<PathBuf> {
+    let found = std::process::Command::new(name)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if found {
+        Some(PathBuf::from(name))
+    } else {
+        missing(
+            name,
+            &format!("apt-get install {package} (scripts/test does)"),
+        )
+    }
+}
+
+/// `mosquitto_pub` (Debian package mosquitto-clients).
+pub fn mosquitto_pub() -> Option<PathBuf> {
+    command("mosquitto_pub", &["--help"], "mosquitto-clients")
+}
+
+/// `mosquitto_sub` (Debian package mosquitto-clients).
+pub fn mosquitto_sub() -> Option<PathBuf> {
+    command("mosquitto_sub", &["--help"], "mosquitto-clients")
+}
+
+/// `mosquitto_passwd` (Debian package mosquitto).
+pub fn mosquitto_passwd() -> Option<PathBuf> {
+    command("mosquitto_passwd", &["-h"], "mosquitto")
+}
+
 /// A free loopback TCP port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

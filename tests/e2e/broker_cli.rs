@@ -1,0 +1,76 @@
+//! `fieldlink broker passwd` and a bad broker config, through the binary.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use fieldlink_broker::auth::{HashKind, PasswordHash};
+
+fn passwd(kind: &str, user: &str, stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+        .args(["broker", "passwd", "--kind", kind, user])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn passwd_prints_a_hash_line_for_the_password_on_stdin() {
+    for (kind, expected, password) in [
+        ("sha256", HashKind::Sha256, "a-random-device-token-0001"),
+        ("pbkdf2", HashKind::Pbkdf2, "chosen by a person"),
+    ] {
+        let out = passwd(kind, "dev-1", &format!("{password}\n"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8(out.stdout).unwrap();
+        let hash = line.trim().strip_prefix("dev-1:").expect("USER:HASH");
+        assert!(!line.contains(password), "the password is never printed");
+        let hash: PasswordHash = hash.parse().unwrap();
+        assert_eq!(hash.kind(), expected);
+        assert!(hash.verify(password.as_bytes()));
+        assert!(!hash.verify(b"something else"));
+    }
+    // A fast hash needs a long random token.
+    let out = passwd("sha256", "dev-1", "short\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 20"));
+}
+
+#[test]
+fn a_bad_broker_config_exits_2_naming_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_packet_size = 1\n[[tenants]]\nname = \"a b\"\n[[users]]\nusername = \"d\"\npassword_hash = \"secret\"\ntenant = \"x\"\nrole = \"device\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+        .args(["broker", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "limits.max_packet_size",
+        "tenants[0] (a b).name",
+        "users[0] (d).password_hash",
+        "users[0] (d).tenant",
+    ] {
+        assert!(err.contains(key), "missing {key} in {err}");
+    }
+    assert!(!err.contains("secret"), "{err}");
+}
