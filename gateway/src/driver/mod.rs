@@ -102,6 +102,8 @@
 //! ```
 
 pub mod modbus;
+pub mod mqtt;
+pub mod mqtt_source;
 pub mod poll;
 mod sink;
 
@@ -203,7 +205,7 @@ impl std::fmt::Debug for Resources {
 }
 
 /// The driver kinds compiled into this gateway.
-pub static KINDS: &[&dyn DriverKind] = &[&modbus::ModbusKind];
+pub static KINDS: &[&dyn DriverKind] = &[&modbus::ModbusKind, &mqtt::MqttKind];
 
 /// The kind serving `protocol`, if any.
 pub fn kind_of(protocol: Protocol) -> Option<&'static dyn DriverKind> {
