@@ -237,9 +237,12 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let sep = |i: usize, c: u8| b.get(i) == Some(&c);
-    if !(sep(4, b'-') && sep(7, b'-') && sep(13, b':') && sep(16, b':'))
-        || !matches!(b[10], b'T' | b't' | b' ')
-    {
+    let shaped = sep(4, b'-')
+        && sep(7, b'-')
+        && sep(13, b':')
+        && sep(16, b':')
+        && matches!(b[10], b'T' | b't' | b' ');
+    if !shaped {
         return None;
     }
     let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
