@@ -201,11 +201,11 @@ impl NodeClient {
     fn births(&mut self, client: &AsyncClient, born: &mut [bool]) {
         let ms = now_ms();
         Self::publish(client, self.state.nbirth(ms));
-        for slot in 0..self.state.devices.len() {
+        for (slot, is_born) in born.iter_mut().enumerate() {
             let index = self.state.devices[slot].planned.index;
             let controls = &self.options.controls;
-            born[slot] = !controls.is_hidden(index) && controls.faults.get(index) != Fault::Off;
-            if born[slot]
+            *is_born = !controls.is_hidden(index) && controls.faults.get(index) != Fault::Off;
+            if *is_born
                 && let Some(m) = self.state.dbirth(slot, ms)
             {
                 Self::publish(client, m);
@@ -283,14 +283,14 @@ impl NodeClient {
                         continue;
                     }
                     let ms = now_ms();
-                    for slot in 0..self.state.devices.len() {
+                    for (slot, is_born) in born.iter_mut().enumerate() {
                         let index = self.state.devices[slot].planned.index;
                         if controls.is_hidden(index) {
                             continue;
                         }
                         match controls.faults.get(index) {
                             Fault::Off => {
-                                if std::mem::replace(&mut born[slot], false)
+                                if std::mem::replace(is_born, false)
                                     && let Some(m) = self.state.ddeath(slot, ms)
                                 {
                                     Self::publish(&client, m);
@@ -304,7 +304,7 @@ impl NodeClient {
                                 }
                             }
                             Fault::None => {
-                                if !std::mem::replace(&mut born[slot], true)
+                                if !std::mem::replace(is_born, true)
                                     && let Some(m) = self.state.dbirth(slot, ms)
                                 {
                                     Self::publish(&client, m);
