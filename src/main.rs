@@ -26,9 +26,11 @@ enum Command {
     Demo(demo_cmd::DemoArgs),
     /// Run the registry: gRPC ingest from gateways, device store, counts, HTTP API.
     Registry(registry_cmd::RegistryArgs),
-    /// Run a gateway: poll devices (Modbus TCP), spool to disk, stream to the registry.
+    /// Run a gateway: reach devices (Modbus TCP, MQTT JSON, Sparkplug B), spool to disk, stream
+    /// to the registry.
     Gateway(gateway_cmd::GatewayArgs),
-    /// Simulated device fleets (Modbus TCP) with ground-truth manifest, tenants and gateway configs.
+    /// Simulated device fleets (Modbus TCP, MQTT JSON, Sparkplug B) with ground-truth manifest,
+    /// tenants and gateway configs.
     Sim(sim_cmd::SimArgs),
     /// Print the platform form's figures (form 1.1) or device list from a running registry.
     Report(report::ReportArgs),

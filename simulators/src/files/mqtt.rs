@@ -24,6 +24,8 @@ pub struct MqttFiles {
     pub broker: BrokerAddr,
     /// Every broker user.
     pub credentials: Credentials,
+    /// User name and password every gateway uses instead of its own.
+    pub gateway_login: Option<(String, String)>,
 }
 
 /// The Sparkplug face's files.
@@ -35,6 +37,8 @@ pub struct SparkplugFiles {
     pub credentials: Credentials,
     /// The fleet's edge nodes.
     pub nodes: Vec<NodePlan>,
+    /// User name and password every gateway uses instead of its own.
+    pub gateway_login: Option<(String, String)>,
 }
 
 impl SparkplugFiles {
@@ -49,6 +53,7 @@ impl SparkplugFiles {
             broker,
             credentials,
             nodes: plan_nodes(plan, per_node),
+            gateway_login: None,
         }
     }
 }
@@ -57,6 +62,7 @@ fn broker_keys(
     table: &mut toml::Table,
     broker: &BrokerAddr,
     credentials: &Credentials,
+    login: Option<&(String, String)>,
     tenant: &str,
     suffix: &str,
 ) {
@@ -64,11 +70,15 @@ fn broker_keys(
     table.insert("broker".into(), broker.to_string().into());
     table.insert("tenant".into(), tenant.into());
     table.insert("client_id".into(), format!("{gw}-{suffix}").into());
-    table.insert("username".into(), gw.as_str().into());
-    table.insert(
-        "password".into(),
-        credentials.password(&gw).unwrap_or_default().into(),
-    );
+    let (user, password) = match login {
+        Some((u, p)) => (u.clone(), p.clone()),
+        None => (
+            gw.clone(),
+            credentials.password(&gw).unwrap_or_default().to_owned(),
+        ),
+    };
+    table.insert("username".into(), user.into());
+    table.insert("password".into(), password.into());
 }
 
 fn write_credentials(credentials: &Credentials, dir: &Path) -> Result<Vec<PathBuf>, SimError> {
@@ -97,7 +107,14 @@ impl FaceFiles for MqttFiles {
     ) -> Result<toml::Table, SimError> {
         let name = &plan.tenants()[tenant].name;
         let mut mqtt = toml::Table::new();
-        broker_keys(&mut mqtt, &self.broker, &self.credentials, name, "mqtt");
+        broker_keys(
+            &mut mqtt,
+            &self.broker,
+            &self.credentials,
+            self.gateway_login.as_ref(),
+            name,
+            "mqtt",
+        );
         let topic = toml::toml! {
             topic = "{tenant}/{device_id}/telemetry"
             tags = "auto"
@@ -146,7 +163,14 @@ impl FaceFiles for SparkplugFiles {
     ) -> Result<toml::Table, SimError> {
         let name = &plan.tenants()[tenant].name;
         let mut sp = toml::Table::new();
-        broker_keys(&mut sp, &self.broker, &self.credentials, name, "sparkplug");
+        broker_keys(
+            &mut sp,
+            &self.broker,
+            &self.credentials,
+            self.gateway_login.as_ref(),
+            name,
+            "sparkplug",
+        );
         sp.insert("host_id".into(), gateway_id(name).into());
         // Announced ids are the devices' own (the manifest's).
         sp.insert("device_id".into(), "{device}".into());
@@ -193,6 +217,7 @@ mod tests {
         let mqtt = MqttFiles {
             broker: broker.clone(),
             credentials: credentials.clone(),
+            gateway_login: None,
         };
         let sp = SparkplugFiles::new(broker, credentials.clone(), &plan, 4);
         let files = plan

@@ -205,9 +205,7 @@ impl NodeClient {
             let index = self.state.devices[slot].planned.index;
             let controls = &self.options.controls;
             *is_born = !controls.is_hidden(index) && controls.faults.get(index) != Fault::Off;
-            if *is_born
-                && let Some(m) = self.state.dbirth(slot, ms)
-            {
+            if *is_born && let Some(m) = self.state.dbirth(slot, ms) {
                 Self::publish(client, m);
             }
         }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod modbus_device;
+pub mod mosquitto;
 pub mod peers;
 
 use std::io::{BufRead, BufReader};

@@ -19,6 +19,16 @@ fn missing(what: &str, how: &str) -> Option<PathBuf> {
 
 /// The Python interpreter with pymodbus (`scripts/test` installs it).
 pub fn python_with_pymodbus() -> Option<PathBuf> {
+    python_with("pymodbus")
+}
+
+/// The Python interpreter with pysparkplug and paho-mqtt (`scripts/test`
+/// installs them).
+pub fn python_with_pysparkplug() -> Option<PathBuf> {
+    python_with("pysparkplug")
+}
+
+fn python_with(module: &str) -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("FIELDLINK_PYTHON").map(PathBuf::from),
         Some(PathBuf::from(concat!(
@@ -28,7 +38,7 @@ pub fn python_with_pymodbus() -> Option<PathBuf> {
     ];
     for python in candidates.into_iter().flatten() {
         let ok = std::process::Command::new(&python)
-            .args(["-c", "import pymodbus"])
+            .args(["-c", &format!("import {module}")])
             .output()
             .is_ok_and(|o| o.status.success());
         if ok {
@@ -36,9 +46,41 @@ pub fn python_with_pymodbus() -> Option<PathBuf> {
         }
     }
     missing(
-        "pymodbus",
+        module,
         "run scripts/test, which installs it in target/peers/venv",
     )
+}
+
+fn command(name: &str, arg: &str, package: &str) -> Option<PathBuf> {
+    let found = std::process::Command::new(name)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if found {
+        Some(PathBuf::from(name))
+    } else {
+        missing(
+            name,
+            &format!("apt-get install {package} (scripts/test does)"),
+        )
+    }
+}
+
+/// The `mosquitto` broker (Debian package mosquitto).
+pub fn mosquitto() -> Option<PathBuf> {
+    command("mosquitto", "-h", "mosquitto")
+}
+
+/// `mosquitto_pub` (Debian package mosquitto-clients).
+pub fn mosquitto_pub() -> Option<PathBuf> {
+    command("mosquitto_pub", "--help", "mosquitto-clients")
+}
+
+/// `mosquitto_sub` (Debian package mosquitto-clients).
+pub fn mosquitto_sub() -> Option<PathBuf> {
+    command("mosquitto_sub", "--help", "mosquitto-clients")
 }
 
 /// The `mbpoll` command (Debian package mbpoll).
