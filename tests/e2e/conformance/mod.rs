@@ -4,3 +4,4 @@
 mod link;
 mod modbus;
 mod mqtt;
+mod sparkplug;
