@@ -12,6 +12,8 @@ mod gateway_modbus;
 mod gateway_restart;
 mod interop;
 mod interop_mbpoll;
+mod interop_mqtt;
+mod interop_sparkplug;
 mod registry_api;
 mod registry_counting;
 mod registry_input;

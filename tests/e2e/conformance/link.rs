@@ -82,7 +82,12 @@ impl FakeBroker {
         }
     }
 
-    pub fn publish(client: &ClientInfo, topic: String, payload: Vec<u8>, retain: bool) -> MqttEvent {
+    pub fn publish(
+        client: &ClientInfo,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> MqttEvent {
         MqttEvent::Publish(MqttPublish {
             client: Some(client.clone()),
             topic: topic.into(),

@@ -41,7 +41,9 @@ fn index(plan: &FleetPlan, id: &str) -> u32 {
 
 fn mqtt_section(plan: &FleetPlan, broker: &str, credentials: &Credentials) -> String {
     let files = MqttFiles {
-        broker: broker.parse().unwrap_or_else(|_| "mqtt://127.0.0.1:1".parse().unwrap()),
+        broker: broker
+            .parse()
+            .unwrap_or_else(|_| "mqtt://127.0.0.1:1".parse().unwrap()),
         credentials: credentials.clone(),
         gateway_login: None,
     };
@@ -55,7 +57,10 @@ fn mqtt_section(plan: &FleetPlan, broker: &str, credentials: &Credentials) -> St
 }
 
 fn assert_all_passed(report: &Report) {
-    eprintln!("conformance report ({}): {:?}, {} readings, {} bad", report.protocol, report.checks, report.readings, report.bad_readings);
+    eprintln!(
+        "conformance report ({}): {:?}, {} readings, {} bad",
+        report.protocol, report.checks, report.readings, report.bad_readings
+    );
     let failed: Vec<_> = report
         .checks
         .iter()
@@ -97,7 +102,9 @@ impl Face for BrokerFace {
     }
 
     async fn malform_device(&mut self, id: &str) -> bool {
-        self.controls.faults.set(index(&self.plan, id), Fault::Garbage);
+        self.controls
+            .faults
+            .set(index(&self.plan, id), Fault::Garbage);
         true
     }
 
@@ -118,7 +125,9 @@ impl Face for BrokerFace {
 
 #[tokio::test]
 async fn the_mqtt_driver_passes_the_conformance_kit_at_mosquitto() {
-    let Some(broker) = Mosquitto::start() else { return };
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
     let plan = plan(4);
     let credentials = Credentials::generate(&plan, 1).unwrap();
     let controls = Controls::default();
@@ -195,18 +204,40 @@ impl LinkFace {
                             }
                         } else {
                             if !std::mem::replace(&mut up, true) {
-                                events.push(fieldlink_model::mqtt::MqttEvent::Connected(client.clone()));
+                                events.push(fieldlink_model::mqtt::MqttEvent::Connected(
+                                    client.clone(),
+                                ));
                                 let meta = meta_json(&d, "kit").into_bytes();
-                                events.push(FakeBroker::publish(&client, device_topic("kit", &id, "meta"), meta, true));
+                                events.push(FakeBroker::publish(
+                                    &client,
+                                    device_topic("kit", &id, "meta"),
+                                    meta,
+                                    true,
+                                ));
                             }
                             let topic = device_topic("kit", &id, "telemetry");
                             match fault {
-                                Fault::Garbage => events.push(FakeBroker::publish(&client, topic, b"\x00garbage{".to_vec(), false)),
+                                Fault::Garbage => events.push(FakeBroker::publish(
+                                    &client,
+                                    topic,
+                                    b"\x00garbage{".to_vec(),
+                                    false,
+                                )),
                                 Fault::None => {
                                     body.clear();
                                     let now = fieldlink_model::now_unix_nanos() / 1_000_000;
-                                    telemetry_json(&sim, now, controls.has_extra_field(d.index), &mut body);
-                                    events.push(FakeBroker::publish(&client, topic, body.clone().into_bytes(), false));
+                                    telemetry_json(
+                                        &sim,
+                                        now,
+                                        controls.has_extra_field(d.index),
+                                        &mut body,
+                                    );
+                                    events.push(FakeBroker::publish(
+                                        &client,
+                                        topic,
+                                        body.clone().into_bytes(),
+                                        false,
+                                    ));
                                 }
                                 _ => {}
                             }
@@ -270,7 +301,9 @@ impl Face for LinkFace {
     }
 
     async fn malform_device(&mut self, id: &str) -> bool {
-        self.controls.faults.set(index(&self.plan, id), Fault::Garbage);
+        self.controls
+            .faults
+            .set(index(&self.plan, id), Fault::Garbage);
         true
     }
 

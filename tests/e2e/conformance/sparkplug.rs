@@ -104,7 +104,9 @@ macro_rules! faults_by_device {
         }
 
         async fn malform_device(&mut self, id: &str) -> bool {
-            self.controls.faults.set(index(&self.plan, id), Fault::Garbage);
+            self.controls
+                .faults
+                .set(index(&self.plan, id), Fault::Garbage);
             true
         }
 
@@ -143,7 +145,9 @@ impl Face for BrokerFace {
 
 #[tokio::test]
 async fn the_sparkplug_host_passes_the_conformance_kit_at_mosquitto() {
-    let Some(broker) = Mosquitto::start() else { return };
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
     let plan = plan();
     let credentials = Credentials::generate(&plan, DEVICES).unwrap();
     let controls = Controls::default();
@@ -261,7 +265,11 @@ impl LinkFace {
                         }
                     }
                     for (topic, payload) in out {
-                        if tx.send(FakeBroker::publish(&client, topic, payload, false)).await.is_err() {
+                        if tx
+                            .send(FakeBroker::publish(&client, topic, payload, false))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }

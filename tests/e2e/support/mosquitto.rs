@@ -55,7 +55,11 @@ impl Mosquitto {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto never listened on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto never listened on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

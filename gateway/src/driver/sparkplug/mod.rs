@@ -961,14 +961,12 @@ impl Host {
                 offline.push(h);
             }
         }
-        let time = payload
-            .timestamp
-            .and_then(metric_ms_to_nanos)
-            .filter(|t| *t <= now_unix_nanos())
-            .unwrap_or_else(now_unix_nanos);
+        // The will's timestamp is from CONNECT time, older than the
+        // session's births (the specification says it is of no use): the
+        // death is stamped now.
         self.flush().await?;
         for h in offline {
-            self.sink.status_at(h, false, "NDEATH", time).await?;
+            self.sink.status(h, false, "NDEATH").await?;
         }
         Ok(None)
     }
