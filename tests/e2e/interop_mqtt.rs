@@ -118,15 +118,29 @@ async fn mosquitto_pub_json_is_counted_and_a_lost_client_goes_offline() {
     assert_eq!(d["category"], "motive-power");
     assert_eq!(d["cloud"], "public");
 
-    // Malformed JSON: counted, and the driver carries on.
+    // Malformed JSON and a 10 MB payload: counted, and the driver carries on.
     publish(&broker, "acme/boiler-1/telemetry", "{\"temp\": 8", false);
+    let big = registry.dir.path().join("big.json");
+    std::fs::write(&big, vec![b'['; 10 << 20]).unwrap();
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "acme/boiler-1/telemetry",
+            "-f",
+        ])
+        .arg(&big)
+        .status()
+        .expect("run mosquitto_pub");
+    assert!(status.success());
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    eventually("the malformed payload counted", || async {
+    eventually("the malformed payloads counted", || async {
         let (_, text) = get_text(&url).await;
-        text.lines().any(|l| {
-            l.starts_with("fieldlink_gateway_driver_malformed_total{protocol=\"mqtt-json\"}")
-                && !l.ends_with(" 0")
-        })
+        text.lines()
+            .any(|l| l == "fieldlink_gateway_driver_malformed_total{protocol=\"mqtt-json\"} 2")
     })
     .await;
 
