@@ -517,3 +517,24 @@ tags = [{ name = "x", pointer = "x", scale = 0.0 }]
     );
     assert!(p.join("\n").contains("devices[0] (x).mqtt"), "{p:?}");
 }
+
+#[tokio::test]
+async fn silent_devices_expire_after_offline_after() {
+    let text = AUTO.replace(
+        "tenant = \"acme\"",
+        "tenant = \"acme\"\noffline_after = \"1s\"",
+    );
+    let mut h = start(&text, 10).await;
+    h.send(publish(
+        "acme/quiet/meta",
+        "{\"category\":\"robots\"}",
+        None,
+        true,
+    ))
+    .await;
+    h.send(publish("acme/quiet/telemetry", "{\"x\":1}", None, false))
+        .await;
+    h.until(|s| *s == Seen::Status("quiet".into(), true)).await;
+    h.until(|s| *s == Seen::Status("quiet".into(), false)).await;
+    h.stop().await;
+}

@@ -527,3 +527,58 @@ fn config_problems_name_their_keys() {
         assert!(err.contains(key), "{key} missing in {err}");
     }
 }
+
+#[tokio::test]
+async fn a_gap_filled_within_the_reorder_timeout_needs_no_rebirth_and_our_offline_state_is_answered()
+ {
+    let text = CONFIG.replace(
+        "max_metrics = 1000",
+        "max_metrics = 1000\nreorder_timeout = \"300ms\"",
+    );
+    let mut h = start(&text).await;
+    let state = h.published().await;
+    h.send(event(
+        node_topic("acme", MessageType::NBirth, "line-1"),
+        nbirth(1),
+    ))
+    .await;
+    h.send(event(
+        device_topic("acme", MessageType::DBirth, "line-1", "press-1"),
+        dbirth(1),
+    ))
+    .await;
+    let data = |seq, v| {
+        event(
+            device_topic("acme", MessageType::DData, "line-1", "press-1"),
+            payload(Some(seq), vec![by_alias(11, metric::Value::IntValue(v))]),
+        )
+    };
+    // 3 before 2: out of order, but 2 arrives in time.
+    h.send(data(3, 30)).await;
+    h.send(data(2, 20)).await;
+    h.send(data(4, 40)).await;
+    let id = "acme/line-1/press-1".to_owned();
+    h.until(|s| *s == Seen::Reading(id.clone(), 1, Some(PointValue::IntValue(40))))
+        .await;
+    // Someone (a broker restart, a stale retained message) says we are
+    // offline: the host says online again.
+    h.send(event(
+        "spBv1.0/STATE/fl-host".to_owned(),
+        br#"{"online":false,"timestamp":1}"#.to_vec(),
+    ))
+    .await;
+    let again = h.published().await;
+    assert_eq!(again, state, "the same birth, not a rebirth request");
+    // 6 never comes after 5's gap: a rebirth once the timeout passes.
+    h.send(data(6, 60)).await;
+    let ncmd = h.published().await;
+    assert!(is_rebirth(&ncmd, "line-1"), "{ncmd:?}");
+    assert_eq!(
+        h.metrics
+            .driver(Protocol::SparkplugB)
+            .requests
+            .load(Relaxed),
+        1
+    );
+    h.stop().await;
+}
