@@ -621,8 +621,8 @@ impl Runner {
         time: i64,
     ) -> Result<Option<Refusal>, SinkError> {
         let key = mapping_key(mapping);
-        let ids = match self.devices[i].listed.iter().find(|(k, _)| *k == key) {
-            Some((_, ids)) => ids.clone(),
+        let at = match self.devices[i].listed.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
             None => {
                 self.flush().await?;
                 let dev = &self.devices[i];
@@ -633,13 +633,15 @@ impl Runner {
                 };
                 let dev = &mut self.devices[i];
                 dev.tag_count = dev.tag_count.max(declared.tags.iter().flatten().count());
-                dev.listed.push((key, declared.tags.clone()));
-                declared.tags
+                dev.listed.push((key, declared.tags));
+                dev.listed.len() - 1
             }
         };
-        let handle = self.devices[i].handle;
+        let dev = &self.devices[i];
+        let handle = dev.handle;
+        let ids = &dev.listed[at].1;
         let mut problem = None;
-        for (tag, id) in mapping.tags.iter().zip(ids) {
+        for (tag, id) in mapping.tags.iter().zip(ids.iter().copied()) {
             let Some(id) = id else { continue };
             match root.pointer(&tag.pointer) {
                 None if tag.optional => {}

@@ -784,7 +784,13 @@ impl Host {
         if was != Some(true) {
             self.sink.status(declared.device, true, "birth").await?;
         }
-        let problems = self.values(&dev, &payload.metrics, payload.timestamp, p);
+        let problems = values(
+            &dev,
+            &payload.metrics,
+            payload.timestamp,
+            p.received_unix_nano,
+            &mut self.readings,
+        );
         if problems > 0 {
             self.metrics().malformed.fetch_add(1, Relaxed);
         }
@@ -882,52 +888,6 @@ impl Host {
         })
     }
 
-    /// Readings of `metrics` resolved against `dev`; returns how many were
-    /// unfit (wrong type, impossible time). Unknown ones are skipped.
-    fn values(
-        &mut self,
-        dev: &Dev,
-        metrics: &[Metric],
-        stamp: Option<u64>,
-        p: &MqttPublish,
-    ) -> usize {
-        let Some(handle) = dev.handle else {
-            return 0;
-        };
-        let now = now_unix_nanos();
-        let fallback = stamp
-            .and_then(metric_ms_to_nanos)
-            .unwrap_or(p.received_unix_nano);
-        let mut problems = 0;
-        for m in metrics {
-            let tag = m
-                .alias
-                .and_then(|a| dev.aliases.get(&a))
-                .or_else(|| m.name.as_deref().and_then(|n| dev.names.get(n)));
-            let Some(Tag {
-                id: Some(id),
-                datatype,
-            }) = tag.copied()
-            else {
-                continue;
-            };
-            let time = m.timestamp.and_then(metric_ms_to_nanos).unwrap_or(fallback);
-            if time < MIN_TIME_NANOS || time > now.saturating_add(MAX_AHEAD_NANOS) {
-                problems += 1;
-                continue;
-            }
-            match decode::value_of(datatype, m) {
-                Ok(Some(v)) => self.readings.push(Reading::good(handle, id, time, v)),
-                Ok(None) => self.readings.push(Reading::bad(handle, id, time)),
-                Err(_) => {
-                    problems += 1;
-                    self.readings.push(Reading::bad(handle, id, time));
-                }
-            }
-        }
-        problems
-    }
-
     async fn ndeath(
         &mut self,
         group: &str,
@@ -1020,11 +980,15 @@ impl Host {
             self.rebirth(group, edge, &why);
         }
         self.births_done(group, edge).await?;
-        let node = self.node(group, edge);
-        let dev = match device {
-            None => Some(std::mem::take(&mut node.node_dev)),
-            Some(d) => node.devices.remove(d).filter(|dev| dev.born),
-        };
+        // Borrowed in place (no per-message copy of the device's tables).
+        let dev = self
+            .nodes
+            .get(group)
+            .and_then(|g| g.get(edge))
+            .and_then(|node| match device {
+                None => Some(&node.node_dev),
+                Some(d) => node.devices.get(d).filter(|dev| dev.born),
+            });
         let Some(dev) = dev else {
             self.rebirth(group, edge, &format!("{kind} of a device without DBIRTH"));
             return Ok(None);
@@ -1033,14 +997,13 @@ impl Host {
             !m.alias.is_some_and(|a| dev.aliases.contains_key(&a))
                 && !m.name.as_deref().is_some_and(|n| dev.names.contains_key(n))
         });
-        let problems = self.values(&dev, &payload.metrics, payload.timestamp, p);
-        let node = self.node(group, edge);
-        match device {
-            None => node.node_dev = dev,
-            Some(d) => {
-                node.devices.insert(d.into(), dev);
-            }
-        }
+        let problems = values(
+            dev,
+            &payload.metrics,
+            payload.timestamp,
+            p.received_unix_nano,
+            &mut self.readings,
+        );
         if unknown {
             self.rebirth(
                 group,
@@ -1081,6 +1044,51 @@ impl Host {
         }
         Ok(())
     }
+}
+
+/// Readings of `metrics` resolved against `dev`, appended to `out`; returns
+/// how many were unfit (wrong type, impossible time). Unknown ones are
+/// skipped.
+fn values(
+    dev: &Dev,
+    metrics: &[Metric],
+    stamp: Option<u64>,
+    received: i64,
+    out: &mut Vec<Reading>,
+) -> usize {
+    let Some(handle) = dev.handle else {
+        return 0;
+    };
+    let now = now_unix_nanos();
+    let fallback = stamp.and_then(metric_ms_to_nanos).unwrap_or(received);
+    let mut problems = 0;
+    for m in metrics {
+        let tag = m
+            .alias
+            .and_then(|a| dev.aliases.get(&a))
+            .or_else(|| m.name.as_deref().and_then(|n| dev.names.get(n)));
+        let Some(Tag {
+            id: Some(id),
+            datatype,
+        }) = tag.copied()
+        else {
+            continue;
+        };
+        let time = m.timestamp.and_then(metric_ms_to_nanos).unwrap_or(fallback);
+        if time < MIN_TIME_NANOS || time > now.saturating_add(MAX_AHEAD_NANOS) {
+            problems += 1;
+            continue;
+        }
+        match decode::value_of(datatype, m) {
+            Ok(Some(v)) => out.push(Reading::good(handle, id, time, v)),
+            Ok(None) => out.push(Reading::bad(handle, id, time)),
+            Err(_) => {
+                problems += 1;
+                out.push(Reading::bad(handle, id, time));
+            }
+        }
+    }
+    problems
 }
 
 /// Metrics that become tags: named, and not bdSeq, Node Control or
