@@ -28,13 +28,15 @@ enum Command {
     Demo(demo_cmd::DemoArgs),
     /// Run the registry: gRPC ingest from gateways, device store, counts, HTTP API.
     Registry(registry_cmd::RegistryArgs),
-    /// Run a gateway: poll devices (Modbus TCP), spool to disk, stream to the registry.
+    /// Run a gateway: reach devices (Modbus TCP, MQTT JSON, Sparkplug B), spool to disk, stream
+    /// to the registry.
     Gateway(gateway_cmd::GatewayArgs),
     /// Run the MQTT broker: password auth, per-tenant ACLs, TLS, metrics; `passwd` makes hashes.
     Broker(broker_cmd::BrokerArgs),
     /// Write a test CA, a server certificate for localhost/127.0.0.1 and a client certificate.
     Certs(certs_cmd::CertsArgs),
-    /// Simulated device fleets (Modbus TCP) with ground-truth manifest, tenants and gateway configs.
+    /// Simulated device fleets (Modbus TCP, MQTT JSON, Sparkplug B) with ground-truth manifest,
+    /// tenants and gateway configs.
     Sim(sim_cmd::SimArgs),
     /// Print the platform form's figures (form 1.1) or device list from a running registry.
     Report(report::ReportArgs),

@@ -3,10 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fieldlink_model::Protocol;
 use fieldlink_sim::fleet::DEFAULT_SHARD_SIZE;
+use fieldlink_sim::mqtt::{Credentials, MqttFleet, MqttFleetOptions};
+use fieldlink_sim::sparkplug::{SparkplugFleet, SparkplugFleetOptions};
 use fieldlink_sim::{
-    DEFAULT_PORT, DEFAULT_REGISTRY_URL, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan, FleetSpec, Mix,
-    RunOptions, RunningFleet, ShardArgs, ShardCommand, TenantSpec,
+    Controls, DEFAULT_PORT, DEFAULT_REGISTRY_URL, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan,
+    FleetSpec, Mix, MqttFiles, RunOptions, RunningFleet, ShardArgs, ShardCommand, SparkplugFiles,
+    TenantSpec,
 };
 
 /// Flags of `fieldlink sim`.
@@ -25,6 +29,14 @@ enum SimProtocol {
     /// Serves one shard of a Modbus fleet (started by `sim modbus`).
     #[command(hide = true)]
     ModbusShard(ShardArgs),
+    /// Simulated MQTT JSON devices, each its own MQTT client at --broker
+    /// (registration and status topics, Last Will, JSON telemetry); writes
+    /// the three files and DIR/mqtt-credentials.csv, then runs until Ctrl-C.
+    Mqtt(MqttArgs),
+    /// Simulated Sparkplug B 3.0 edge nodes with devices at --broker
+    /// (births, data, NDEATH will with bdSeq, rebirth on NCMD); writes the
+    /// three files and DIR/mqtt-credentials.csv, then runs until Ctrl-C.
+    Sparkplug(SparkplugArgs),
 }
 
 /// Flags of `fieldlink sim modbus`.
@@ -72,6 +84,8 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
             fieldlink_sim::run_shard(&args, crate::shutdown_signal()).await?;
             Ok(())
         }
+        SimProtocol::Mqtt(args) => run_mqtt(args).await,
+        SimProtocol::Sparkplug(args) => run_sparkplug(args).await,
     }
 }
 
@@ -122,4 +136,162 @@ async fn run_modbus(args: ModbusArgs) -> anyhow::Result<()> {
         }
         Some(e) => Err(e.into()),
     }
+}
+
+/// Flags shared by `fieldlink sim mqtt` and `fieldlink sim sparkplug`.
+#[derive(Debug, clap::Args)]
+struct BrokerFleetArgs {
+    /// Number of simulated devices.
+    #[arg(long)]
+    devices: u32,
+    /// Directory for manifest.csv, tenants.toml, gateways/ and
+    /// mqtt-credentials.csv; created when missing, files in it overwritten.
+    #[arg(long)]
+    out: PathBuf,
+    /// The broker every device (and the written gateway configs) connects
+    /// to: mosquitto, EMQX or `fieldlink broker`.
+    #[arg(long)]
+    broker: fieldlink_sim::mqtt::BrokerAddr,
+    /// User name the written gateway configs log in with (instead of each
+    /// gateway's own from mqtt-credentials.csv).
+    #[arg(long, requires = "password")]
+    username: Option<String>,
+    /// Password for --username.
+    #[arg(long, requires = "username")]
+    password: Option<String>,
+    /// gRPC URL of the registry, written into the gateway configs.
+    #[arg(long, default_value = DEFAULT_REGISTRY_URL)]
+    registry: String,
+    /// Seed of device types, ids and signal values: same seed, same fleet.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    seed: u64,
+    /// Tenants as name:cloud[:weight], comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_TENANTS)]
+    tenants: Vec<TenantSpec>,
+    /// Class shares as class=share, comma-separated.
+    #[arg(long, default_value = "operating=40,processing=30,mobile=20,other=10")]
+    mix: Mix,
+    /// How often devices publish (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = fieldlink_sim::parse_interval)]
+    interval: Duration,
+}
+
+/// Flags of `fieldlink sim mqtt`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MqttArgs {
+    #[command(flatten)]
+    fleet: BrokerFleetArgs,
+}
+
+/// Flags of `fieldlink sim sparkplug`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SparkplugArgs {
+    #[command(flatten)]
+    fleet: BrokerFleetArgs,
+    /// Devices per edge node.
+    #[arg(long, default_value_t = fieldlink_sim::sparkplug::DEFAULT_DEVICES_PER_NODE)]
+    devices_per_node: u32,
+}
+
+fn broker_plan(args: &BrokerFleetArgs, protocol: Protocol) -> anyhow::Result<FleetPlan> {
+    Ok(FleetPlan::new(FleetSpec {
+        devices: args.devices,
+        seed: args.seed,
+        tenants: args.tenants.clone(),
+        mix: args.mix,
+        protocols: fieldlink_sim::ProtocolMix::only(protocol),
+        port: 0,
+        interval: args.interval,
+    })?)
+}
+
+fn login(args: &BrokerFleetArgs) -> Option<(String, String)> {
+    args.username.clone().zip(args.password.clone())
+}
+
+fn report_files(files: &fieldlink_sim::WrittenFiles) {
+    let gateways: Vec<String> = files
+        .gateways
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let extra: Vec<String> = files
+        .extra
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    crate::say(format_args!(
+        "files: tenants {}; gateways {}; broker users {}",
+        files.tenants.display(),
+        gateways.join(", "),
+        extra.join(", ")
+    ));
+}
+
+async fn run_mqtt(args: MqttArgs) -> anyhow::Result<()> {
+    let a = &args.fleet;
+    let plan = broker_plan(a, Protocol::MqttJson)?;
+    let credentials = Credentials::generate(&plan, 1)?;
+    let face = MqttFiles {
+        broker: a.broker.clone(),
+        credentials: credentials.clone(),
+        gateway_login: login(a),
+    };
+    let files = plan.write_files_with(&a.out, &a.registry, &[&face])?;
+    report_files(&files);
+    let fleet = MqttFleet::start(
+        &plan,
+        MqttFleetOptions {
+            broker: a.broker.clone(),
+            credentials,
+            interval: a.interval,
+            controls: Controls::default(),
+        },
+    );
+    crate::say(format_args!(
+        "fleet: {} MQTT JSON devices publishing to {}; manifest {}",
+        fleet.devices(),
+        a.broker,
+        files.manifest.display()
+    ));
+    crate::shutdown_signal().await;
+    fleet.stop().await;
+    crate::say(format_args!("fleet: stopped"));
+    Ok(())
+}
+
+async fn run_sparkplug(args: SparkplugArgs) -> anyhow::Result<()> {
+    let a = &args.fleet;
+    let plan = broker_plan(a, Protocol::SparkplugB)?;
+    let credentials = Credentials::generate(&plan, args.devices_per_node)?;
+    let mut face = SparkplugFiles::new(
+        a.broker.clone(),
+        credentials.clone(),
+        &plan,
+        args.devices_per_node,
+    );
+    face.gateway_login = login(a);
+    let files = plan.write_files_with(&a.out, &a.registry, &[&face])?;
+    report_files(&files);
+    let fleet = SparkplugFleet::start(
+        &plan,
+        SparkplugFleetOptions {
+            broker: a.broker.clone(),
+            credentials,
+            per_node: args.devices_per_node,
+            interval: a.interval,
+            controls: Controls::default(),
+        },
+    );
+    crate::say(format_args!(
+        "fleet: {} Sparkplug B devices on {} edge nodes publishing to {}; manifest {}",
+        plan.len(),
+        fleet.nodes().len(),
+        a.broker,
+        files.manifest.display()
+    ));
+    crate::shutdown_signal().await;
+    fleet.stop().await;
+    crate::say(format_args!("fleet: stopped"));
+    Ok(())
 }

@@ -550,6 +550,14 @@ mod tests {
     }
 
     #[test]
+    fn shipped_mqtt_example_parses_and_validates() {
+        let text = include_str!("../../deploy/gateway.mqtt.example.toml");
+        let settings = GatewayConfig::from_toml(text).unwrap().validate().unwrap();
+        assert_eq!(settings.drivers.len(), 2, "MQTT JSON and Sparkplug");
+        assert_eq!(settings.configured_devices, 1);
+    }
+
+    #[test]
     fn problems_name_the_key_and_the_device() {
         let text = r#"
             gateway_id = "gw"

@@ -1,10 +1,11 @@
 //! The Fieldlink edge gateway.
 //!
 //! Flow: [`driver`] (one driver per protocol family, chosen by each
-//! device's protocol, all in one process; drivers declare devices and tag
-//! tables — also ones discovered at run time — and push readings into a
-//! [`driver::Sink`]; polled protocols such as Modbus run on the core's
-//! poller) → [`normalize`] (announces, status changes and points into
+//! device's protocol, all in one process — Modbus TCP, MQTT JSON, Sparkplug
+//! B; drivers declare devices and tag tables — also ones discovered at run
+//! time — and push readings into a [`driver::Sink`]; polled protocols such
+//! as Modbus run on the core's poller; the MQTT drivers share
+//! [`driver::mqtt_source`]) → [`normalize`] (announces, status changes and points into
 //! protobuf batches) → [`spool`] (every batch on disk before it is sent) →
 //! [`uplink`] (gRPC streams to the registry with the tenant token; acks
 //! remove batches from the spool). [`run`] wires them for a validated

@@ -11,12 +11,15 @@
 //!   and word order) of the gateway and the simulators.
 //! - [`mqtt`]: MQTT traffic as a broker hands it to the gateway's MQTT
 //!   drivers (the in-process link between `broker` and `gateway`).
+//! - [`sparkplug`]: the Sparkplug B 3.0 payload schema, topic namespace and
+//!   Fieldlink's identity convention for Sparkplug devices.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod error;
 pub mod id;
 pub mod mqtt;
 pub mod register;
+pub mod sparkplug;
 pub mod taxonomy;
 pub mod time;
 

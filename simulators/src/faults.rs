@@ -75,7 +75,9 @@ impl Faults {
         self.wake();
     }
 
-    fn generation(&self) -> u64 {
+    /// How many restarts there have been: a face that keeps client
+    /// connections (MQTT) reconnects all of them when it changes.
+    pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::SeqCst)
     }
 

@@ -10,7 +10,11 @@
 //! - [`files`]: `manifest.csv`, `tenants.toml` and per-tenant gateway configs.
 //! - [`fleet`]: serving a plan in this process or in shard processes.
 //! - [`faults`]: switching devices off, hanging them or making them send
-//!   garbage, per device, for the conformance kit and the demo.
+//!   garbage, per device, for the conformance kit and the demo;
+//!   [`control`] adds run-time growth for the MQTT faces.
+//! - [`mqtt`]: the MQTT JSON face (an MQTT client per device) and the
+//!   broker credentials of MQTT fleets; [`sparkplug`]: the Sparkplug B face
+//!   (an MQTT client per edge node).
 //!
 //! Typical use (what `fieldlink sim modbus` and `fieldlink demo` do):
 //!
@@ -32,18 +36,26 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod catalog;
+pub mod control;
 pub mod error;
 pub mod faults;
 pub mod files;
 pub mod fleet;
+pub mod mqtt;
 pub mod plan;
 pub mod server;
 pub mod signal;
+pub mod sparkplug;
+mod stop;
 
 pub use catalog::{CATALOG, DeviceType, TagDef};
+pub use control::Controls;
 pub use error::SimError;
 pub use faults::{Fault, Faults};
-pub use files::{DEFAULT_REGISTRY_URL, FaceFiles, MANIFEST_HEADER, ModbusFiles, WrittenFiles};
+pub use files::{
+    DEFAULT_REGISTRY_URL, FaceFiles, MANIFEST_HEADER, ModbusFiles, MqttFiles, SparkplugFiles,
+    WrittenFiles,
+};
 pub use fleet::{DEFAULT_SHARD_SIZE, RunOptions, RunningFleet, ShardArgs, ShardCommand, run_shard};
 pub use plan::{
     DEFAULT_PORT, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan, FleetSpec, Mix, PlannedDevice,

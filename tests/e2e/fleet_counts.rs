@@ -86,12 +86,26 @@ async fn registry_counts_equal_the_manifest_by_class_and_cloud() {
         })
         .collect();
 
-    let (expected, ids) = manifest_counts(&files.manifest);
+    assert_counts_equal_manifest(&registry, &files.manifest, 48, &["modbus-tcp"]).await;
+    drop(_gateways);
+    fleet.stop().await;
+}
+
+/// Waits until every device of the manifest is online and reporting, then
+/// checks the registry's counts against it class by class and cloud by
+/// cloud, its device list, and its protocols.
+async fn assert_counts_equal_manifest(
+    registry: &RegistryProcess,
+    manifest: &std::path::Path,
+    n: u64,
+    protocols: &[&str],
+) {
+    let (expected, ids) = manifest_counts(manifest);
     eventually(
         "every simulated device registered, online and reporting",
         || async {
             let (_, s) = registry.get("/api/v1/summary").await;
-            s["reporting"]["total"] == 48 && s["online"]["total"] == 48
+            s["reporting"]["total"] == n && s["online"]["total"] == n
         },
     )
     .await;
@@ -103,14 +117,21 @@ async fn registry_counts_equal_the_manifest_by_class_and_cloud() {
             row["cloud"].as_str().unwrap().to_owned(),
         );
         for figure in ["registered", "online", "reporting"] {
-            let n = row[figure].as_u64().unwrap();
+            let count = row[figure].as_u64().unwrap();
             let want = expected.get(&key).copied().unwrap_or(0);
-            assert_eq!(n, want, "{figure} of {key:?}");
+            assert_eq!(count, want, "{figure} of {key:?}");
         }
         got.insert(key, row["registered"].as_u64().unwrap());
     }
-    assert_eq!(got.values().sum::<u64>(), 48);
-    let (_, list) = registry.get("/api/v1/devices").await;
+    assert_eq!(got.values().sum::<u64>(), n);
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "every (class, cloud) of the manifest has a row"
+    );
+    let (_, list) = registry
+        .get(&format!("/api/v1/devices?limit={}", n + 10))
+        .await;
     let listed: Vec<String> = list["devices"]
         .as_array()
         .unwrap()
@@ -119,6 +140,110 @@ async fn registry_counts_equal_the_manifest_by_class_and_cloud() {
         .collect();
     assert_eq!(listed, ids, "the device list is the manifest");
     let (_, s) = registry.get("/api/v1/summary").await;
-    assert_eq!(s["protocols"]["list"], serde_json::json!(["modbus-tcp"]));
-    fleet.stop().await;
+    assert_eq!(s["protocols"]["list"], serde_json::json!(protocols));
+}
+
+/// A simulator of the binary (`fieldlink sim mqtt|sparkplug`), stopped
+/// with SIGTERM.
+struct Sim(Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `fieldlink sim <face>` fleets at a mosquitto, the registry and one
+/// gateway per tenant as separate processes: counts equal the manifest.
+async fn broker_fleet(face: &str, devices: u32, extra: &[&str]) {
+    use std::io::{BufRead, BufReader};
+
+    let Some(broker) = crate::support::mosquitto::Mosquitto::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fleet");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+        .args([
+            "sim",
+            face,
+            "--devices",
+            &devices.to_string(),
+            "--interval",
+            "200ms",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--broker",
+            &broker.url(),
+            "--registry",
+            "http://127.0.0.1:1",
+        ])
+        .args(extra)
+        .env("FIELDLINK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let sim = Sim(child);
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines.next().expect("the simulator runs").unwrap();
+        if line.starts_with("fleet:") {
+            break;
+        }
+    }
+    assert!(out.join("mqtt-credentials.csv").exists());
+    let config = dir.path().join("registry.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\n", dir.path().join("registry").display()),
+    )
+    .unwrap();
+    let tenants = out.join("tenants.toml");
+    let registry =
+        RegistryProcess::spawn_with(&config, &[OsStr::new("--tenants"), tenants.as_os_str()]);
+    let gateways: Vec<Gateway> = ["public-a", "private-b"]
+        .iter()
+        .map(|t| {
+            Gateway(
+                Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+                    .args(["gateway", "--config"])
+                    .arg(out.join("gateways").join(format!("{t}.toml")))
+                    .args(["--registry", &registry.grpc])
+                    .env("FIELDLINK_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let protocol = if face == "mqtt" {
+        "mqtt-json"
+    } else {
+        "sparkplug-b"
+    };
+    assert_counts_equal_manifest(
+        &registry,
+        &out.join("manifest.csv"),
+        u64::from(devices),
+        &[protocol],
+    )
+    .await;
+    drop(gateways);
+    drop(sim);
+}
+
+#[tokio::test]
+async fn sim_mqtt_fleet_counts_equal_the_manifest_by_class_and_cloud() {
+    broker_fleet("mqtt", 44, &[]).await;
+}
+
+#[tokio::test]
+async fn sim_sparkplug_fleet_counts_equal_the_manifest_by_class_and_cloud() {
+    broker_fleet("sparkplug", 44, &["--devices-per-node", "6"]).await;
 }

@@ -102,8 +102,11 @@
 //! ```
 
 pub mod modbus;
+pub mod mqtt;
+pub mod mqtt_source;
 pub mod poll;
 mod sink;
+pub mod sparkplug;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -203,7 +206,11 @@ impl std::fmt::Debug for Resources {
 }
 
 /// The driver kinds compiled into this gateway.
-pub static KINDS: &[&dyn DriverKind] = &[&modbus::ModbusKind];
+pub static KINDS: &[&dyn DriverKind] = &[
+    &modbus::ModbusKind,
+    &mqtt::MqttKind,
+    &sparkplug::SparkplugKind,
+];
 
 /// The kind serving `protocol`, if any.
 pub fn kind_of(protocol: Protocol) -> Option<&'static dyn DriverKind> {

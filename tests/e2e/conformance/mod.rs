@@ -1,4 +1,7 @@
 //! Every driver through the conformance kit (`fieldlink_gateway::conformance`)
 //! against its simulator face, one module per protocol.
 
+mod link;
 mod modbus;
+mod mqtt;
+mod sparkplug;

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod broker;
 pub mod modbus_device;
+pub mod mosquitto;
 pub mod peers;
 
 use std::io::{BufRead, BufReader};

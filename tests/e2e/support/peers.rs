@@ -1,5 +1,10 @@
 //! Interop peers nobody here wrote: found on the machine, or the test says
 //! loudly why it cannot run — and with `CI=true` that is a failure.
+//!
+//! Python peers live in two venvs that `scripts/test` makes: `target/peers/venv`
+//! (pymodbus, paho-mqtt 2, asyncua) and `target/peers/venv-sparkplug`
+//! (pysparkplug, which needs paho-mqtt 1). `FIELDLINK_PYTHON` and
+//! `FIELDLINK_PYTHON_SPARKPLUG` override them.
 
 use std::path::PathBuf;
 
@@ -17,55 +22,35 @@ fn missing(what: &str, how: &str) -> Option<PathBuf> {
     None
 }
 
-/// The Python interpreter with pymodbus (`scripts/test` installs it).
+/// The Python interpreter with pymodbus.
 pub fn python_with_pymodbus() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("FIELDLINK_PYTHON").map(PathBuf::from),
-        Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/target/peers/venv/bin/python"
-        ))),
-    ];
-    for python in candidates.into_iter().flatten() {
-        let ok = std::process::Command::new(&python)
-            .args(["-c", "import pymodbus"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(python);
-        }
-    }
-    missing(
-        "pymodbus",
-        "run scripts/test, which installs it in target/peers/venv",
+    python_with("pymodbus", "pymodbus", "FIELDLINK_PYTHON", "venv")
+}
+
+/// The Python interpreter with paho-mqtt 2.
+pub fn python_with_paho() -> Option<PathBuf> {
+    python_with("paho.mqtt.client", "paho-mqtt", "FIELDLINK_PYTHON", "venv")
+}
+
+/// The Python interpreter with pysparkplug (and the paho-mqtt 1 it needs).
+pub fn python_with_pysparkplug() -> Option<PathBuf> {
+    python_with(
+        "pysparkplug",
+        "pysparkplug",
+        "FIELDLINK_PYTHON_SPARKPLUG",
+        "venv-sparkplug",
     )
 }
 
-/// The `mbpoll` command (Debian package mbpoll).
-pub fn mbpoll() -> Option<PathBuf> {
-    let found = std::process::Command::new("mbpoll")
-        .arg("-V")
-        .output()
-        .is_ok();
-    if found {
-        Some(PathBuf::from("mbpoll"))
-    } else {
-        missing("mbpoll", "apt-get install mbpoll (scripts/test does)")
-    }
-}
-
-/// The Python interpreter with paho-mqtt (`scripts/test` installs it).
-pub fn python_with_paho() -> Option<PathBuf> {
-    python_with("paho.mqtt.client", "paho-mqtt")
-}
-
-fn python_with(module: &str, package: &str) -> Option<PathBuf> {
+fn python_with(module: &str, package: &str, env: &str, venv: &str) -> Option<PathBuf> {
     let candidates = [
-        std::env::var_os("FIELDLINK_PYTHON").map(PathBuf::from),
-        Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/target/peers/venv/bin/python"
-        ))),
+        std::env::var_os(env).map(PathBuf::from),
+        Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/peers")
+                .join(venv)
+                .join("bin/python"),
+        ),
     ];
     for python in candidates.into_iter().flatten() {
         let ok = std::process::Command::new(&python)
@@ -78,7 +63,7 @@ fn python_with(module: &str, package: &str) -> Option<PathBuf> {
     }
     missing(
         package,
-        "run scripts/test, which installs it in target/peers/venv",
+        &format!("run scripts/test, which installs it in target/peers/{venv}"),
     )
 }
 
@@ -100,6 +85,11 @@ fn command(name: &str, args: &[&str], package: &str) -> Option<PathBuf> {
     }
 }
 
+/// The `mosquitto` broker (Debian package mosquitto).
+pub fn mosquitto() -> Option<PathBuf> {
+    command("mosquitto", &["-h"], "mosquitto")
+}
+
 /// `mosquitto_pub` (Debian package mosquitto-clients).
 pub fn mosquitto_pub() -> Option<PathBuf> {
     command("mosquitto_pub", &["--help"], "mosquitto-clients")
@@ -113,6 +103,11 @@ pub fn mosquitto_sub() -> Option<PathBuf> {
 /// `mosquitto_passwd` (Debian package mosquitto).
 pub fn mosquitto_passwd() -> Option<PathBuf> {
     command("mosquitto_passwd", &["-h"], "mosquitto")
+}
+
+/// The `mbpoll` command (Debian package mbpoll).
+pub fn mbpoll() -> Option<PathBuf> {
+    command("mbpoll", &["-V"], "mbpoll")
 }
 
 /// A free loopback TCP port (bound, then released).

@@ -1,0 +1,221 @@
+//! The MQTT JSON face: every simulated device is its own MQTT client (client
+//! id and user name = device id, its own password) at a broker — mosquitto,
+//! EMQX or `fieldlink broker`.
+//!
+//! On every connection a device publishes its registration on
+//! `{tenant}/{device_id}/meta` (retained JSON: class, category, type, name,
+//! attributes) and `online` on `{tenant}/{device_id}/status` (retained; its
+//! Last Will there says `offline`), then its process tags every interval
+//! on `{tenant}/{device_id}/telemetry` as JSON (`{"ts": <unix ms>,
+//! "<tag>": value, ...}`, booleans for bits, numbers for the rest, the
+//! values [`crate::SimDevice::value`] gives).
+//!
+//! Faults ([`Controls`]): `Off` drops the connection without DISCONNECT so
+//! the broker fires the will; `Hung` stays connected and silent; `Garbage`
+//! publishes payloads that are not JSON; a restart
+//! ([`crate::Faults::restart`]) reconnects every client. rumqttc cannot bind
+//! a source address, so clients connect from the host's default address.
+
+mod broker;
+mod json;
+
+use std::time::Duration;
+
+use fieldlink_model::Protocol;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use tokio::task::JoinSet;
+
+pub use broker::{BrokerAddr, Credential, Credentials, Role, gateway_id};
+pub use json::{EXTRA_FIELD, meta_json, telemetry_json};
+
+use crate::control::Controls;
+use crate::faults::Fault;
+use crate::plan::{FleetPlan, PlannedDevice};
+use crate::signal::SimDevice;
+use crate::stop::Stop;
+
+/// `{tenant}/{device_id}/{leaf}`.
+pub fn device_topic(tenant: &str, device_id: &str, leaf: &str) -> String {
+    format!("{tenant}/{device_id}/{leaf}")
+}
+
+/// How an MQTT fleet runs.
+#[derive(Debug, Clone)]
+pub struct MqttFleetOptions {
+    /// The broker.
+    pub broker: BrokerAddr,
+    /// Every device's password.
+    pub credentials: Credentials,
+    /// Telemetry interval.
+    pub interval: Duration,
+    /// Faults and growth.
+    pub controls: Controls,
+}
+
+/// A running MQTT JSON fleet (a task per device).
+#[derive(Debug)]
+pub struct MqttFleet {
+    stop: Stop,
+    tasks: JoinSet<()>,
+    devices: u32,
+}
+
+impl MqttFleet {
+    /// Starts a client for every MQTT JSON device of `plan`; returns at
+    /// once (clients connect in the background and retry).
+    pub fn start(plan: &FleetPlan, options: MqttFleetOptions) -> MqttFleet {
+        let stop = Stop::default();
+        let mut tasks = JoinSet::new();
+        let mut devices = 0;
+        for d in plan.devices().filter(|d| d.protocol == Protocol::MqttJson) {
+            let Ok(sim) = plan.sim_device(d.index) else {
+                continue;
+            };
+            let tenant = plan.tenants()[d.tenant].name.clone();
+            let password = options
+                .credentials
+                .password(&d.id())
+                .unwrap_or_default()
+                .to_owned();
+            devices += 1;
+            tasks.spawn(
+                Client {
+                    planned: d,
+                    sim,
+                    tenant,
+                    password,
+                    options: options.clone(),
+                }
+                .run(stop.clone()),
+            );
+        }
+        MqttFleet {
+            stop,
+            tasks,
+            devices,
+        }
+    }
+
+    /// Devices served.
+    pub fn devices(&self) -> u32 {
+        self.devices
+    }
+
+    /// Disconnects every client cleanly (no will) and waits.
+    pub async fn stop(mut self) {
+        self.stop.stop();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+struct Client {
+    planned: PlannedDevice,
+    sim: SimDevice,
+    tenant: String,
+    password: String,
+    options: MqttFleetOptions,
+}
+
+enum End {
+    /// Stop for good.
+    Stop,
+    /// Reconnect (off then on again, or a restart).
+    Reconnect,
+}
+
+impl Client {
+    async fn run(self, stop: Stop) {
+        let index = self.planned.index;
+        let faults = &self.options.controls.faults;
+        loop {
+            while faults.get(index) == Fault::Off {
+                tokio::select! {
+                    () = stop.wait() => return,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+            if let End::Stop = self.session(&stop).await {
+                return;
+            }
+        }
+    }
+
+    /// One client connection, until a fault or a restart ends it.
+    async fn session(&self, stop: &Stop) -> End {
+        let id = self.planned.id();
+        let index = self.planned.index;
+        let controls = &self.options.controls;
+        let status = device_topic(&self.tenant, &id, "status");
+        let telemetry = device_topic(&self.tenant, &id, "telemetry");
+        let mut mqtt = MqttOptions::new(
+            id.clone(),
+            self.options.broker.host.clone(),
+            self.options.broker.port,
+        );
+        mqtt.set_keep_alive(Duration::from_secs(10))
+            .set_credentials(id.clone(), self.password.clone())
+            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_last_will(LastWill::new(
+                status.clone(),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+        let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
+        let generation = controls.faults.generation();
+        let mut tick = tokio::time::interval(self.options.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut connected = false;
+        let mut body = String::with_capacity(512);
+        loop {
+            tokio::select! {
+                () = stop.wait() => {
+                    if connected {
+                        // Clean: no will, the status says offline.
+                        let _ = client.try_publish(status.clone(), QoS::AtLeastOnce, true, "offline");
+                        let _ = client.try_disconnect();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                            while !matches!(eventloop.poll().await, Err(_) | Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) {}
+                        }).await;
+                    }
+                    return End::Stop;
+                }
+                polled = eventloop.poll() => match polled {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        let meta = meta_json(&self.planned, &self.tenant);
+                        let _ = client.try_publish(device_topic(&self.tenant, &id, "meta"), QoS::AtLeastOnce, true, meta);
+                        let _ = client.try_publish(status.clone(), QoS::AtLeastOnce, true, "online");
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        connected = false;
+                        tokio::select! {
+                            () = stop.wait() => return End::Stop,
+                            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        }
+                    }
+                },
+                _ = tick.tick() => {
+                    if controls.faults.generation() != generation {
+                        return End::Reconnect; // dropped: no DISCONNECT
+                    }
+                    match controls.faults.get(index) {
+                        Fault::Off => return End::Reconnect, // dropped: the will fires
+                        Fault::Hung => {}
+                        Fault::Garbage if connected => {
+                            let _ = client.try_publish(telemetry.clone(), QoS::AtMostOnce, false, &b"\xff\xfe{\"not\": json"[..]);
+                        }
+                        Fault::None if connected => {
+                            let now = crate::server::Clock::System.now_ms();
+                            body.clear();
+                            telemetry_json(&self.sim, now, controls.has_extra_field(index), &mut body);
+                            let _ = client.try_publish(telemetry.clone(), QoS::AtMostOnce, false, body.as_bytes());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
