@@ -4,6 +4,7 @@
 mod broker_cmd;
 mod certs_cmd;
 mod demo_cmd;
+mod fleet_broker;
 mod gateway_cmd;
 mod registry_cmd;
 mod report;
@@ -108,7 +109,7 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FIELDLINK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use fieldlink_model::Protocol;
 use fieldlink_sim::fleet::DEFAULT_SHARD_SIZE;
-use fieldlink_sim::mqtt::{Credentials, MqttFleet, MqttFleetOptions};
+use fieldlink_sim::mqtt::{BrokerAddr, Credentials, MqttFleet, MqttFleetOptions};
+
+use crate::fleet_broker::FleetBroker;
 use fieldlink_sim::sparkplug::{SparkplugFleet, SparkplugFleetOptions};
 use fieldlink_sim::{
     Controls, DEFAULT_PORT, DEFAULT_REGISTRY_URL, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan,
@@ -149,9 +151,14 @@ struct BrokerFleetArgs {
     #[arg(long)]
     out: PathBuf,
     /// The broker every device (and the written gateway configs) connects
-    /// to: mosquitto, EMQX or `fieldlink broker`.
+    /// to: mosquitto, EMQX or `fieldlink broker`. Without it the simulator
+    /// runs a `fieldlink broker` of its own on --broker-listen, with the
+    /// fleet's users (DIR/broker.toml).
     #[arg(long)]
-    broker: fieldlink_sim::mqtt::BrokerAddr,
+    broker: Option<fieldlink_sim::mqtt::BrokerAddr>,
+    /// Where the simulator's own broker listens (without --broker).
+    #[arg(long, default_value = "127.0.0.1:1883", conflicts_with = "broker")]
+    broker_listen: std::net::SocketAddr,
     /// User name the written gateway configs log in with (instead of each
     /// gateway's own from mqtt-credentials.csv).
     #[arg(long, requires = "password")]
@@ -228,12 +235,44 @@ fn report_files(files: &fieldlink_sim::WrittenFiles) {
     ));
 }
 
+/// The broker of `--broker`, or one of the simulator's own with the fleet's
+/// users (written to `out/broker.toml`).
+async fn fleet_broker(
+    a: &BrokerFleetArgs,
+    plan: &FleetPlan,
+    credentials: &Credentials,
+) -> anyhow::Result<(BrokerAddr, Option<FleetBroker>)> {
+    if let Some(broker) = &a.broker {
+        return Ok((broker.clone(), None));
+    }
+    let config = crate::fleet_broker::broker_config(plan, credentials, a.broker_listen)?;
+    std::fs::create_dir_all(&a.out)?;
+    let path = crate::fleet_broker::write_config(&config, &a.out)?;
+    let broker = FleetBroker::start(&config).await?;
+    crate::say(format_args!(
+        "broker: fieldlink broker on {} ({} users; config {})",
+        broker.url(),
+        config.users.len(),
+        path.display()
+    ));
+    let addr = broker.url().parse()?;
+    Ok((addr, Some(broker)))
+}
+
+async fn stop_broker(broker: Option<FleetBroker>) -> anyhow::Result<()> {
+    match broker {
+        Some(b) => b.stop().await,
+        None => Ok(()),
+    }
+}
+
 async fn run_mqtt(args: MqttArgs) -> anyhow::Result<()> {
     let a = &args.fleet;
     let plan = broker_plan(a, Protocol::MqttJson)?;
     let credentials = Credentials::generate(&plan, 1)?;
+    let (broker, own) = fleet_broker(a, &plan, &credentials).await?;
     let face = MqttFiles {
-        broker: a.broker.clone(),
+        broker: broker.clone(),
         credentials: credentials.clone(),
         gateway_login: login(a),
     };
@@ -242,7 +281,7 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<()> {
     let fleet = MqttFleet::start(
         &plan,
         MqttFleetOptions {
-            broker: a.broker.clone(),
+            broker: broker.clone(),
             credentials,
             interval: a.interval,
             controls: Controls::default(),
@@ -251,11 +290,12 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<()> {
     crate::say(format_args!(
         "fleet: {} MQTT JSON devices publishing to {}; manifest {}",
         fleet.devices(),
-        a.broker,
+        broker,
         files.manifest.display()
     ));
     crate::shutdown_signal().await;
     fleet.stop().await;
+    stop_broker(own).await?;
     crate::say(format_args!("fleet: stopped"));
     Ok(())
 }
@@ -264,8 +304,9 @@ async fn run_sparkplug(args: SparkplugArgs) -> anyhow::Result<()> {
     let a = &args.fleet;
     let plan = broker_plan(a, Protocol::SparkplugB)?;
     let credentials = Credentials::generate(&plan, args.devices_per_node)?;
+    let (broker, own) = fleet_broker(a, &plan, &credentials).await?;
     let mut face = SparkplugFiles::new(
-        a.broker.clone(),
+        broker.clone(),
         credentials.clone(),
         &plan,
         args.devices_per_node,
@@ -276,7 +317,7 @@ async fn run_sparkplug(args: SparkplugArgs) -> anyhow::Result<()> {
     let fleet = SparkplugFleet::start(
         &plan,
         SparkplugFleetOptions {
-            broker: a.broker.clone(),
+            broker: broker.clone(),
             credentials,
             per_node: args.devices_per_node,
             interval: a.interval,
@@ -287,11 +328,12 @@ async fn run_sparkplug(args: SparkplugArgs) -> anyhow::Result<()> {
         "fleet: {} Sparkplug B devices on {} edge nodes publishing to {}; manifest {}",
         plan.len(),
         fleet.nodes().len(),
-        a.broker,
+        broker,
         files.manifest.display()
     ));
     crate::shutdown_signal().await;
     fleet.stop().await;
+    stop_broker(own).await?;
     crate::say(format_args!("fleet: stopped"));
     Ok(())
 }

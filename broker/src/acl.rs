@@ -130,13 +130,19 @@ impl AclPatterns {
         }
     }
 
-    /// The defaults for services (a gateway's own client): the whole tenant,
-    /// plus its own Sparkplug host STATE topic.
+    /// The defaults for services (a gateway's own client): the whole tenant;
+    /// its own Sparkplug host STATE topic, named after its client id or the
+    /// gateway's default host id `fieldlink-<tenant>`; and every host's
+    /// STATE to read (devices may read them too).
     pub fn service_defaults() -> AclPatterns {
-        let all = patterns(&["%t/#", "spBv1.0/%t/#", "spBv1.0/STATE/%c"]);
         AclPatterns {
-            publish: all.clone(),
-            subscribe: all,
+            publish: patterns(&[
+                "%t/#",
+                "spBv1.0/%t/#",
+                "spBv1.0/STATE/%c",
+                "spBv1.0/STATE/fieldlink-%t",
+            ]),
+            subscribe: patterns(&["%t/#", "spBv1.0/%t/#", "spBv1.0/STATE/#"]),
         }
     }
 

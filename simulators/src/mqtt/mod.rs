@@ -17,6 +17,7 @@
 //! a source address, so clients connect from the host's default address.
 
 mod broker;
+mod driven;
 mod json;
 
 use std::time::Duration;
@@ -27,6 +28,8 @@ use tokio::task::JoinSet;
 
 pub use broker::{BrokerAddr, Credential, Credentials, Role, gateway_id};
 pub use json::{EXTRA_FIELD, meta_json, telemetry_json};
+
+pub(crate) use driven::Driven;
 
 use crate::control::Controls;
 use crate::faults::Fault;
@@ -161,7 +164,8 @@ impl Client {
                 QoS::AtLeastOnce,
                 true,
             ));
-        let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
+        let (client, eventloop) = AsyncClient::new(mqtt, 64);
+        let mut driven = Driven::start(eventloop);
         let generation = controls.faults.generation();
         let mut tick = tokio::time::interval(self.options.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,13 +178,11 @@ impl Client {
                         // Clean: no will, the status says offline.
                         let _ = client.try_publish(status.clone(), QoS::AtLeastOnce, true, "offline");
                         let _ = client.try_disconnect();
-                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                            while !matches!(eventloop.poll().await, Err(_) | Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) {}
-                        }).await;
+                        driven.flush_disconnect().await;
                     }
                     return End::Stop;
                 }
-                polled = eventloop.poll() => match polled {
+                Some(polled) = driven.events.recv() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         let meta = meta_json(&self.planned, &self.tenant);
@@ -188,13 +190,7 @@ impl Client {
                         let _ = client.try_publish(status.clone(), QoS::AtLeastOnce, true, "online");
                     }
                     Ok(_) => {}
-                    Err(_) => {
-                        connected = false;
-                        tokio::select! {
-                            () = stop.wait() => return End::Stop,
-                            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        }
-                    }
+                    Err(_) => connected = false, // the driver retries
                 },
                 _ = tick.tick() => {
                     if controls.faults.generation() != generation {

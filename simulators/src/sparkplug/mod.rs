@@ -28,7 +28,7 @@ pub use node::{EdgeNode, NodeDevice};
 
 use crate::control::Controls;
 use crate::faults::Fault;
-use crate::mqtt::{BrokerAddr, Credentials};
+use crate::mqtt::{BrokerAddr, Credentials, Driven};
 use crate::plan::FleetPlan;
 use crate::server::Clock;
 use crate::stop::Stop;
@@ -229,7 +229,8 @@ impl NodeClient {
                 false,
             ));
         let capacity = self.state.devices.len() * 3 + 16;
-        let (client, mut eventloop) = AsyncClient::new(mqtt, capacity);
+        let (client, eventloop) = AsyncClient::new(mqtt, capacity);
+        let mut driven = Driven::start(eventloop);
         let generation = self.options.controls.faults.generation();
         let mut tick = tokio::time::interval(self.options.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,13 +244,11 @@ impl NodeClient {
                         // An intentional disconnect: NDEATH, then DISCONNECT.
                         Self::publish(&client, self.state.ndeath(now_ms()));
                         let _ = client.try_disconnect();
-                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                            while !matches!(eventloop.poll().await, Err(_) | Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) {}
-                        }).await;
+                        driven.flush_disconnect().await;
                     }
                     return End::Stop;
                 }
-                polled = eventloop.poll() => match polled {
+                Some(polled) = driven.events.recv() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         let _ = client.try_subscribe(ncmd.clone(), QoS::AtLeastOnce);
