@@ -275,6 +275,7 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<()> {
         broker: broker.clone(),
         credentials: credentials.clone(),
         gateway_login: login(a),
+        gateway_embedded: false,
     };
     let files = plan.write_files_with(&a.out, &a.registry, &[&face])?;
     report_files(&files);

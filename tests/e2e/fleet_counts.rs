@@ -156,13 +156,34 @@ impl Drop for Sim {
     }
 }
 
-/// `fieldlink sim <face>` fleets at a mosquitto, the registry and one
-/// gateway per tenant as separate processes: counts equal the manifest.
-async fn broker_fleet(face: &str, devices: u32, extra: &[&str]) {
+/// Which broker a fleet test uses.
+#[derive(Clone, Copy)]
+enum FleetBroker {
+    /// A mosquitto the test starts (`--broker`).
+    Mosquitto,
+    /// The `fieldlink broker` the simulator starts itself (no `--broker`):
+    /// its users and per-tenant ACLs must let every client in.
+    Own,
+}
+
+/// `fieldlink sim <face>` fleets at a broker, the registry and one gateway
+/// per tenant as separate processes: counts equal the manifest.
+async fn broker_fleet(face: &str, devices: u32, extra: &[&str], which: FleetBroker) {
     use std::io::{BufRead, BufReader};
 
-    let Some(broker) = crate::support::mosquitto::Mosquitto::start() else {
-        return;
+    let mosquitto;
+    let broker_args = match which {
+        FleetBroker::Mosquitto => {
+            let Some(broker) = crate::support::mosquitto::Mosquitto::start() else {
+                return;
+            };
+            mosquitto = broker;
+            vec!["--broker".to_owned(), mosquitto.url()]
+        }
+        FleetBroker::Own => vec![
+            "--broker-listen".to_owned(),
+            format!("127.0.0.1:{}", crate::support::peers::free_port()),
+        ],
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fleet");
@@ -177,12 +198,8 @@ async fn broker_fleet(face: &str, devices: u32, extra: &[&str]) {
         ])
         .arg("--out")
         .arg(&out)
-        .args([
-            "--broker",
-            &broker.url(),
-            "--registry",
-            "http://127.0.0.1:1",
-        ])
+        .args(&broker_args)
+        .args(["--registry", "http://127.0.0.1:1"])
         .args(extra)
         .env("FIELDLINK_LOG", "warn")
         .stdout(Stdio::piped())
@@ -198,6 +215,12 @@ async fn broker_fleet(face: &str, devices: u32, extra: &[&str]) {
         }
     }
     assert!(out.join("mqtt-credentials.csv").exists());
+    if matches!(which, FleetBroker::Own) {
+        assert!(
+            out.join("broker.toml").exists(),
+            "the simulator's broker config"
+        );
+    }
     let config = dir.path().join("registry.toml");
     std::fs::write(
         &config,
@@ -240,10 +263,32 @@ async fn broker_fleet(face: &str, devices: u32, extra: &[&str]) {
 
 #[tokio::test]
 async fn sim_mqtt_fleet_counts_equal_the_manifest_by_class_and_cloud() {
-    broker_fleet("mqtt", 44, &[]).await;
+    broker_fleet("mqtt", 44, &[], FleetBroker::Mosquitto).await;
 }
 
 #[tokio::test]
 async fn sim_sparkplug_fleet_counts_equal_the_manifest_by_class_and_cloud() {
-    broker_fleet("sparkplug", 44, &["--devices-per-node", "6"]).await;
+    broker_fleet(
+        "sparkplug",
+        44,
+        &["--devices-per-node", "6"],
+        FleetBroker::Mosquitto,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sim_mqtt_fleet_on_its_own_fieldlink_broker_counts_equal_the_manifest() {
+    broker_fleet("mqtt", 30, &[], FleetBroker::Own).await;
+}
+
+#[tokio::test]
+async fn sim_sparkplug_fleet_on_its_own_fieldlink_broker_counts_equal_the_manifest() {
+    broker_fleet(
+        "sparkplug",
+        30,
+        &["--devices-per-node", "5"],
+        FleetBroker::Own,
+    )
+    .await;
 }

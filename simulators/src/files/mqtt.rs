@@ -26,6 +26,10 @@ pub struct MqttFiles {
     pub credentials: Credentials,
     /// User name and password every gateway uses instead of its own.
     pub gateway_login: Option<(String, String)>,
+    /// The gateways reach the broker over the in-process link
+    /// (`broker = "embedded"`: they run in the broker's process, as in
+    /// `fieldlink demo`) instead of over MQTT.
+    pub gateway_embedded: bool,
 }
 
 /// The Sparkplug face's files.
@@ -39,6 +43,9 @@ pub struct SparkplugFiles {
     pub nodes: Vec<NodePlan>,
     /// User name and password every gateway uses instead of its own.
     pub gateway_login: Option<(String, String)>,
+    /// The gateways reach the broker over the in-process link (see
+    /// [`MqttFiles::gateway_embedded`]).
+    pub gateway_embedded: bool,
 }
 
 impl SparkplugFiles {
@@ -54,22 +61,35 @@ impl SparkplugFiles {
             credentials,
             nodes: plan_nodes(plan, per_node),
             gateway_login: None,
+            gateway_embedded: false,
         }
     }
 }
 
-fn broker_keys(
-    table: &mut toml::Table,
-    broker: &BrokerAddr,
-    credentials: &Credentials,
-    login: Option<&(String, String)>,
-    tenant: &str,
-    suffix: &str,
-) {
+/// The client id of tenant `tenant`'s gateway for a driver (`mqtt`,
+/// `sparkplug`); the Sparkplug host's id is the same, so that the broker's
+/// service ACL (`spBv1.0/STATE/%c`) lets it publish its STATE.
+fn gateway_client_id(tenant: &str, suffix: &str) -> String {
+    format!("{}-{suffix}", gateway_id(tenant))
+}
+
+struct BrokerKeys<'a> {
+    broker: &'a BrokerAddr,
+    credentials: &'a Credentials,
+    login: Option<&'a (String, String)>,
+    embedded: bool,
+}
+
+fn broker_keys(table: &mut toml::Table, keys: &BrokerKeys<'_>, tenant: &str, suffix: &str) {
+    table.insert("tenant".into(), tenant.into());
+    if keys.embedded {
+        table.insert("broker".into(), "embedded".into());
+        return;
+    }
+    let (broker, credentials, login) = (keys.broker, keys.credentials, keys.login);
     let gw = gateway_id(tenant);
     table.insert("broker".into(), broker.to_string().into());
-    table.insert("tenant".into(), tenant.into());
-    table.insert("client_id".into(), format!("{gw}-{suffix}").into());
+    table.insert("client_id".into(), gateway_client_id(tenant, suffix).into());
     let (user, password) = match login {
         Some((u, p)) => (u.clone(), p.clone()),
         None => (
@@ -107,14 +127,13 @@ impl FaceFiles for MqttFiles {
     ) -> Result<toml::Table, SimError> {
         let name = &plan.tenants()[tenant].name;
         let mut mqtt = toml::Table::new();
-        broker_keys(
-            &mut mqtt,
-            &self.broker,
-            &self.credentials,
-            self.gateway_login.as_ref(),
-            name,
-            "mqtt",
-        );
+        let keys = BrokerKeys {
+            broker: &self.broker,
+            credentials: &self.credentials,
+            login: self.gateway_login.as_ref(),
+            embedded: self.gateway_embedded,
+        };
+        broker_keys(&mut mqtt, &keys, name, "mqtt");
         let topic = toml::toml! {
             topic = "{tenant}/{device_id}/telemetry"
             tags = "auto"
@@ -163,15 +182,17 @@ impl FaceFiles for SparkplugFiles {
     ) -> Result<toml::Table, SimError> {
         let name = &plan.tenants()[tenant].name;
         let mut sp = toml::Table::new();
-        broker_keys(
-            &mut sp,
-            &self.broker,
-            &self.credentials,
-            self.gateway_login.as_ref(),
-            name,
-            "sparkplug",
+        let keys = BrokerKeys {
+            broker: &self.broker,
+            credentials: &self.credentials,
+            login: self.gateway_login.as_ref(),
+            embedded: self.gateway_embedded,
+        };
+        broker_keys(&mut sp, &keys, name, "sparkplug");
+        sp.insert(
+            "host_id".into(),
+            gateway_client_id(name, "sparkplug").into(),
         );
-        sp.insert("host_id".into(), gateway_id(name).into());
         // Announced ids are the devices' own (the manifest's).
         sp.insert("device_id".into(), "{device}".into());
         sp.insert("nodes_as_devices".into(), "never".into());
@@ -218,6 +239,7 @@ mod tests {
             broker: broker.clone(),
             credentials: credentials.clone(),
             gateway_login: None,
+            gateway_embedded: false,
         };
         let sp = SparkplugFiles::new(broker, credentials.clone(), &plan, 4);
         let files = plan

@@ -45,7 +45,10 @@ impl Driven {
     pub(crate) async fn flush_disconnect(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while let Some(e) = self.events.recv().await {
-                if matches!(e, Err(_) | Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) {
+                if matches!(
+                    e,
+                    Err(_) | Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))
+                ) {
                     return;
                 }
             }

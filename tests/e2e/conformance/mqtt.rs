@@ -46,6 +46,7 @@ fn mqtt_section(plan: &FleetPlan, broker: &str, credentials: &Credentials) -> St
             .unwrap_or_else(|_| "mqtt://127.0.0.1:1".parse().unwrap()),
         credentials: credentials.clone(),
         gateway_login: None,
+        gateway_embedded: false,
     };
     let devices: Vec<_> = plan.devices().collect();
     let mut table = files.gateway_sections(plan, 0, &devices).unwrap();
