@@ -1,6 +1,8 @@
 //! `fieldlink demo`: a registry, a simulated fleet of all four device classes
-//! over a public and a private tenant, and their gateways, in one process on
-//! embedded defaults.
+//! over a public and a private tenant speaking every protocol the gateway
+//! adapts (Modbus TCP devices, MQTT JSON devices and Sparkplug B edge nodes
+//! on an embedded `fieldlink broker`), and one gateway per tenant serving
+//! them all, in one process on embedded defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,11 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use fieldlink_broker::{BrokerHandle, LinkFilter};
 use fieldlink_gateway::GatewayConfig;
+use fieldlink_gateway::driver::{MqttLinkFactory, Resources};
+use fieldlink_model::mqtt::MqttLink;
 use fieldlink_model::{Cloud, now_unix_nanos};
 use fieldlink_registry::tally::{Dimension, Tally};
 use fieldlink_registry::{Registry, RegistryConfig, Shared};
-use fieldlink_sim::{FleetPlan, FleetSpec, RunOptions, RunningFleet, ShardCommand};
+use fieldlink_sim::{FleetPlan, FleetSpec, ProtocolMix, RunOptions, ShardCommand};
+
+use crate::fleet_run::{FleetSetup, RunningFaces};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -29,9 +36,17 @@ pub(crate) struct DemoArgs {
     /// HTTP address of the registry (API and, later, the dashboard).
     #[arg(long, default_value = "127.0.0.1:7680")]
     http: SocketAddr,
-    /// Port every simulated device listens on, each on its own 127.x.y.z address.
+    /// Port every simulated Modbus device listens on, each on its own
+    /// 127.x.y.z address.
     #[arg(long, default_value_t = 5020)]
     device_port: u16,
+    /// Protocols of the fleet, as protocol=share (a bare protocol has share
+    /// 1); each gets a block of the devices, covering every class.
+    #[arg(long, default_value = "modbus-tcp,mqtt-json,sparkplug-b")]
+    protocols: ProtocolMix,
+    /// Where the embedded MQTT broker listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    broker_listen: SocketAddr,
     /// How often the live counts line is printed.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     every: Duration,
@@ -61,11 +76,22 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let plan = FleetPlan::new(FleetSpec {
         devices: args.devices,
         port: args.device_port,
+        protocols: args.protocols.clone(),
         ..FleetSpec::default()
     })?;
-    let files = plan
-        .write_files(&dir.join("fleet"), &grpc_url)
-        .context("cannot write the fleet files")?;
+    let mut setup = FleetSetup::new(dir.join("fleet"), grpc_url.clone());
+    setup.broker_listen = args.broker_listen;
+    setup.gateway_embedded = true;
+    setup.devices_per_node = 5;
+    setup.modbus = RunOptions {
+        shard_command: Some(ShardCommand::current_exe(["sim", "modbus-shard"])?),
+        ..RunOptions::default()
+    };
+    // The fleet first: its files carry the tenants (and tokens) the registry takes.
+    let fleet = RunningFaces::start(&plan, setup)
+        .await
+        .context("cannot start the simulated fleet")?;
+    let files = fleet.files.clone();
 
     let mut config = RegistryConfig {
         data_dir: dir.join("registry"),
@@ -78,35 +104,35 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let registry =
         tokio::spawn(registry.serve(grpc, http, stop_registry.clone().cancelled_owned()));
 
-    let fleet = RunningFleet::start(
-        &plan,
-        RunOptions {
-            shard_command: Some(ShardCommand::current_exe(["sim", "modbus-shard"])?),
-            ..RunOptions::default()
-        },
-    )
-    .await
-    .context("cannot start the simulated fleet")?;
-
+    let resources = Resources {
+        embedded_mqtt: fleet
+            .broker
+            .as_ref()
+            .map(|b| link_factory(b.handle.clone())),
+    };
     let stop_gateways = CancellationToken::new();
     let mut gateways = Vec::new();
     for path in &files.gateways {
         let settings = GatewayConfig::from_file(path)?
             .validate()
             .map_err(|e| e.in_file(path))?;
-        gateways.push(tokio::spawn(fieldlink_gateway::run(
+        gateways.push(tokio::spawn(fieldlink_gateway::run_with(
             settings,
+            resources.clone(),
             stop_gateways.clone().cancelled_owned(),
         )));
     }
 
     crate::say(format_args!(
-        "demo: {} simulated devices ({} tenants: public and private cloud), {} gateway(s), data in {}",
+        "demo: {} simulated devices ({} tenants: public and private cloud), {} gateway(s) serving every protocol, data in {}",
         plan.len(),
         plan.tenants().len(),
         gateways.len(),
         dir.display()
     ));
+    for line in fleet.describe(&plan) {
+        crate::say(format_args!("  {line}"));
+    }
     crate::say(format_args!("dashboard: http://{http_addr}/"));
     crate::say(format_args!(
         "api: http://{http_addr}/api/v1/summary · report: fieldlink report --registry http://{http_addr}"
@@ -133,6 +159,23 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// In-process links to the embedded broker, one per driver and tenant. A
+/// tenant the broker does not know gets a closed link (the driver logs it
+/// and retries with backoff).
+fn link_factory(handle: BrokerHandle) -> MqttLinkFactory {
+    Arc::new(move |tenant: Option<&str>| {
+        let filter = LinkFilter {
+            tenant: tenant.map(str::to_owned),
+        };
+        handle.link(filter).unwrap_or_else(|e| {
+            tracing::error!(error = %e, ?tenant, "no link to the embedded broker");
+            let (_, events) = tokio::sync::mpsc::channel(1);
+            let (publish, _) = tokio::sync::mpsc::channel(1);
+            MqttLink { events, publish }
+        })
+    })
+}
+
 /// `registered 300 (public 150, private 150) · online 300 · reporting today 298 · by class ...`
 fn counts_line(shared: &Arc<Shared>) -> String {
     let day = shared.today();
@@ -142,13 +185,19 @@ fn counts_line(shared: &Arc<Shared>) -> String {
     };
     let total = tally.sum(|_| true);
     let cloud = |c: Cloud| tally.sum(|k| k.cloud == c);
+    let protocols: Vec<String> = tally
+        .group_by(&[Dimension::Protocol])
+        .into_iter()
+        .filter(|(_, f)| f.registered > 0)
+        .map(|(keys, f)| format!("{} {}", keys[0].1, f.registered))
+        .collect();
     let by_class: Vec<String> = tally
         .group_by(&[Dimension::Class])
         .into_iter()
         .map(|(keys, f)| format!("{} {}/{}", keys[0].1, f.reporting, f.registered))
         .collect();
     format!(
-        "{day}: registered {} (public {}, private {}) · online {} · reporting {} (public {}, private {}) · by class reporting/registered: {}",
+        "{day}: registered {} (public {}, private {}) · online {} · reporting {} (public {}, private {}) · by class reporting/registered: {} · {} protocols: {}",
         total.registered,
         cloud(Cloud::Public).registered,
         cloud(Cloud::Private).registered,
@@ -156,6 +205,8 @@ fn counts_line(shared: &Arc<Shared>) -> String {
         total.reporting,
         cloud(Cloud::Public).reporting,
         cloud(Cloud::Private).reporting,
-        by_class.join(", ")
+        by_class.join(", "),
+        protocols.len(),
+        protocols.join(", ")
     )
 }

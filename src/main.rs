@@ -5,6 +5,7 @@ mod broker_cmd;
 mod certs_cmd;
 mod demo_cmd;
 mod fleet_broker;
+mod fleet_run;
 mod gateway_cmd;
 mod registry_cmd;
 mod report;

@@ -306,9 +306,8 @@ impl BrokerHandle {
             None => (None, None),
         };
         let capacity = shared.settings.limits.link_capacity;
-        let (events_tx, events) = mpsc::channel(capacity);
         let (publish, publish_rx) = mpsc::channel(capacity);
-        let id = shared.links.add(tenant.clone(), events_tx);
+        let (id, events) = shared.links.add(tenant.clone(), capacity);
         let client_id = format!("fieldlink-link-{id}");
         let acl = match acl {
             Some(patterns) => patterns.expand(&Identity {

@@ -7,12 +7,21 @@
 //! pushes back on the device): nothing is dropped while the broker runs. A
 //! link whose receiver was dropped is forgotten.
 //!
+//! A new link first gets the state the broker holds, as a subscriber would:
+//! a `Connected` event for every client of its tenant that is connected
+//! now, then every retained message of its tenant (up to
+//! [`MAX_RETAINED`] in the broker), so a driver that starts after its
+//! devices still learns who is online and what registered. The snapshot and
+//! the link's registration happen under one lock with the updates of that
+//! state, so no event is seen twice or out of order.
+//!
 //! A link's `publish` side is one task with a router link of its own: each
 //! [`OutgoingPublish`] is checked against the tenant's service ACL, goes
 //! into the router (so MQTT subscribers get it) and to the other links.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use fieldlink_model::mqtt::{ClientInfo, MqttEvent, MqttPublish, OutgoingPublish};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, Publish};
@@ -39,22 +48,93 @@ struct Sink {
     tx: mpsc::Sender<MqttEvent>,
 }
 
+/// Retained messages the broker keeps for new links; past it, new retained
+/// topics are not kept (counted in `fieldlink_broker_link_retained_dropped_total`).
+pub const MAX_RETAINED: usize = 200_000;
+
+/// What a new link is told first.
+#[derive(Debug, Default)]
+struct State {
+    /// Connected clients by (tenant, client id).
+    online: HashMap<(Option<Arc<str>>, Arc<str>), ClientInfo>,
+    /// Retained messages by topic (a topic belongs to one tenant's prefix).
+    retained: HashMap<Arc<str>, (Option<Arc<str>>, MqttPublish)>,
+}
+
+impl State {
+    /// Updates the state with `event` of a client of `tenant`.
+    fn apply(&mut self, tenant: Option<&str>, event: &MqttEvent, metrics: &Metrics) {
+        let tenant: Option<Arc<str>> = tenant.map(Arc::from);
+        match event {
+            MqttEvent::Connected(info) => {
+                self.online
+                    .insert((tenant, info.client_id.clone()), info.clone());
+            }
+            MqttEvent::Disconnected { client, .. } => {
+                self.online.remove(&(tenant, client.client_id.clone()));
+            }
+            MqttEvent::Publish(p) if p.retain => {
+                if p.payload.is_empty() {
+                    self.retained.remove(&p.topic);
+                } else if self.retained.len() < MAX_RETAINED || self.retained.contains_key(&p.topic)
+                {
+                    self.retained.insert(p.topic.clone(), (tenant, p.clone()));
+                } else {
+                    metrics.link_retained_dropped.fetch_add(1, Relaxed);
+                }
+            }
+            MqttEvent::Publish(_) => {}
+        }
+    }
+
+    /// What a link of `tenant` (`None`: every tenant) is told first.
+    fn replay(&self, tenant: Option<&str>) -> Vec<MqttEvent> {
+        let wanted = |t: &Option<Arc<str>>| tenant.is_none() || t.as_deref() == tenant;
+        let mut events: Vec<MqttEvent> = self
+            .online
+            .iter()
+            .filter(|((t, _), _)| wanted(t))
+            .map(|(_, info)| MqttEvent::Connected(info.clone()))
+            .collect();
+        events.extend(
+            self.retained
+                .values()
+                .filter(|(t, _)| wanted(t))
+                .map(|(_, p)| MqttEvent::Publish(p.clone())),
+        );
+        events
+    }
+}
+
 /// Every link's event sender.
 #[derive(Debug, Default)]
 pub(crate) struct Links {
     sinks: RwLock<Arc<[Arc<Sink>]>>,
     next_id: AtomicU64,
+    state: Mutex<State>,
 }
 
 impl Links {
-    /// Adds a link; returns its id.
-    pub(crate) fn add(&self, tenant: Option<Arc<str>>, tx: mpsc::Sender<MqttEvent>) -> u64 {
+    /// Adds a link of `tenant` whose channel holds `capacity` events beyond
+    /// what it is told first; returns its id and receiver.
+    pub(crate) fn add(
+        &self,
+        tenant: Option<Arc<str>>,
+        capacity: usize,
+    ) -> (u64, mpsc::Receiver<MqttEvent>) {
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let replay = state.replay(tenant.as_deref());
+        let (tx, rx) = mpsc::channel(capacity.max(1) + replay.len());
+        for event in replay {
+            // Fits: the channel was sized for it, and nobody else has it yet.
+            let _ = tx.try_send(event);
+        }
         let mut sinks = self.sinks.write().unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<Arc<Sink>> = sinks.iter().cloned().collect();
         list.push(Arc::new(Sink { id, tenant, tx }));
         *sinks = list.into();
-        id
+        (id, rx)
     }
 
     fn remove(&self, id: u64) {
@@ -84,7 +164,17 @@ impl Links {
         metrics: &Metrics,
         stop: &CancellationToken,
     ) -> bool {
-        let sinks = self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let changes_state = !matches!(&event, MqttEvent::Publish(p) if !p.retain);
+        let sinks = if changes_state {
+            // State changes and the link list are read together, so that a
+            // link added meanwhile gets the change either in its snapshot
+            // or as this event, never both or neither.
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.apply(tenant, &event, metrics);
+            self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone()
+        } else {
+            self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone()
+        };
         for sink in sinks.iter() {
             let wanted = match (sink.tenant.as_deref(), tenant) {
                 (None, _) | (_, None) => true,

@@ -112,6 +112,8 @@ pub struct Metrics {
     /// Events not delivered to a link because the broker stopped while it
     /// was full.
     pub link_dropped: AtomicU64,
+    /// Retained messages not kept for new links (past `links::MAX_RETAINED`).
+    pub link_retained_dropped: AtomicU64,
     /// Publishes from in-process links refused by the service ACL.
     pub link_refused: AtomicU64,
     /// Wills published.
@@ -195,6 +197,12 @@ impl Metrics {
             "counter",
             "Events a full link did not get because the broker stopped.",
             c(&self.link_dropped),
+        );
+        line(
+            "fieldlink_broker_link_retained_dropped_total",
+            "counter",
+            "Retained messages not kept for links created later (past the broker's bound).",
+            c(&self.link_retained_dropped),
         );
         line(
             "fieldlink_broker_link_refused_total",

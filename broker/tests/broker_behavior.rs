@@ -953,3 +953,65 @@ async fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
     assert_eq!((reason.as_str(), clean), ("keep-alive timeout", false));
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_opened_late_is_told_who_is_connected_and_what_is_retained() {
+    let broker = TestBroker::start("").await;
+    let mut early = Raw::tcp(broker.addr).await;
+    assert_eq!(early.connect(&device("acme-dev-1", false)).await, 0);
+    let mut retained = publish(
+        false,
+        "acme/acme-dev-1/meta",
+        b"{\"class\":\"operating\"}",
+        1,
+        1,
+        false,
+    );
+    retained[0] |= 1; // RETAIN
+    early.send(&retained).await;
+    assert_eq!(early.recv().await.unwrap().kind(), 4, "PUBACK");
+    let mut cleared = publish(false, "acme/acme-dev-1/old", b"x", 1, 2, false);
+    cleared[0] |= 1;
+    early.send(&cleared).await;
+    assert_eq!(early.recv().await.unwrap().kind(), 4);
+    let mut empty = publish(false, "acme/acme-dev-1/old", b"", 1, 3, false);
+    empty[0] |= 1; // an empty retained message clears the topic
+    early.send(&empty).await;
+    assert_eq!(early.recv().await.unwrap().kind(), 4);
+    let mut other = Raw::tcp(broker.addr).await;
+    assert_eq!(other.connect(&device("plant-dev-1", false)).await, 0);
+
+    // Opened after all that: the acme link hears of acme's client and its
+    // retained message, and nothing of plant's.
+    let mut link = broker.link(Some("acme"));
+    let MqttEvent::Connected(info) = next_event(&mut link).await else {
+        panic!("the connected client first")
+    };
+    assert_eq!(&*info.client_id, "acme-dev-1");
+    let MqttEvent::Publish(meta) = next_event(&mut link).await else {
+        panic!("then the retained message")
+    };
+    assert_eq!((&*meta.topic, meta.retain), ("acme/acme-dev-1/meta", true));
+    assert_eq!(&meta.payload[..], b"{\"class\":\"operating\"}");
+    early.send(&frame(0xe0, &[])).await; // DISCONNECT
+    let MqttEvent::Disconnected { client, clean, .. } = next_event(&mut link).await else {
+        panic!("then live events, in order")
+    };
+    assert_eq!((&*client.client_id, clean), ("acme-dev-1", true));
+
+    // A link of every tenant sees plant's client, not the one that left.
+    let mut all = broker.link(None);
+    let MqttEvent::Connected(info) = next_event(&mut all).await else {
+        panic!("plant's client")
+    };
+    assert_eq!(&*info.client_id, "plant-dev-1");
+    let MqttEvent::Publish(meta) = next_event(&mut all).await else {
+        panic!("the retained message stays after its publisher left")
+    };
+    assert_eq!(&*meta.topic, "acme/acme-dev-1/meta");
+    assert!(
+        all.events.try_recv().is_err(),
+        "nothing else: the cleared topic is gone"
+    );
+    broker.stop().await;
+}

@@ -189,10 +189,14 @@ impl FaceFiles for SparkplugFiles {
             embedded: self.gateway_embedded,
         };
         broker_keys(&mut sp, &keys, name, "sparkplug");
-        sp.insert(
-            "host_id".into(),
-            gateway_client_id(name, "sparkplug").into(),
-        );
+        if !self.gateway_embedded {
+            // Over the in-process link the host keeps the gateway's default
+            // id, `fieldlink-<tenant>`, which the service ACL allows too.
+            sp.insert(
+                "host_id".into(),
+                gateway_client_id(name, "sparkplug").into(),
+            );
+        }
         // Announced ids are the devices' own (the manifest's).
         sp.insert("device_id".into(), "{device}".into());
         sp.insert("nodes_as_devices".into(), "never".into());

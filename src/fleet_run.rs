@@ -1,0 +1,262 @@
+//! Running a simulated fleet of any mix of protocols: its files (one
+//! manifest, `tenants.toml`, one gateway config per tenant covering every
+//! protocol), each protocol's simulator face, and the MQTT broker the MQTT
+//! faces need (`--broker`, or a `fieldlink broker` of the fleet's own).
+//! `fieldlink sim ...` and `fieldlink demo` start fleets through it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fieldlink_model::Protocol;
+use fieldlink_sim::mqtt::{BrokerAddr, Credentials, MqttFleet, MqttFleetOptions};
+use fieldlink_sim::sparkplug::{SparkplugFleet, SparkplugFleetOptions};
+use fieldlink_sim::{
+    Controls, FaceFiles, FleetPlan, ModbusFiles, MqttFiles, RunOptions, RunningFleet, SimError,
+    SparkplugFiles, WrittenFiles,
+};
+
+use crate::fleet_broker::{self, FleetBroker};
+
+/// What to start, besides the plan.
+#[derive(Debug, Clone)]
+pub(crate) struct FleetSetup {
+    /// Where the files go.
+    pub(crate) out: PathBuf,
+    /// gRPC URL of the registry, written into the gateway configs.
+    pub(crate) registry_url: String,
+    /// An external broker for the MQTT faces; `None`: a broker of the
+    /// fleet's own on `broker_listen`.
+    pub(crate) broker: Option<BrokerAddr>,
+    /// Where the fleet's own broker listens.
+    pub(crate) broker_listen: SocketAddr,
+    /// User and password the gateway configs log in to the broker with,
+    /// instead of each gateway's own.
+    pub(crate) gateway_login: Option<(String, String)>,
+    /// The gateways run in this process and reach the fleet's own broker
+    /// over the in-process link.
+    pub(crate) gateway_embedded: bool,
+    /// Devices per Sparkplug edge node.
+    pub(crate) devices_per_node: u32,
+    /// How the Modbus face runs (shards).
+    pub(crate) modbus: RunOptions,
+    /// Faults and growth of the MQTT faces' devices.
+    pub(crate) controls: Controls,
+}
+
+impl FleetSetup {
+    /// Defaults for a fleet written to `out` for the registry at
+    /// `registry_url`.
+    pub(crate) fn new(out: PathBuf, registry_url: String) -> FleetSetup {
+        FleetSetup {
+            out,
+            registry_url,
+            broker: None,
+            broker_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            gateway_login: None,
+            gateway_embedded: false,
+            devices_per_node: fieldlink_sim::sparkplug::DEFAULT_DEVICES_PER_NODE,
+            modbus: RunOptions::default(),
+            controls: Controls::default(),
+        }
+    }
+}
+
+/// A fleet being served.
+#[derive(Debug)]
+pub(crate) struct RunningFaces {
+    /// The files written.
+    pub(crate) files: WrittenFiles,
+    /// The fleet's own broker, if it runs one.
+    pub(crate) broker: Option<FleetBroker>,
+    /// Where the MQTT faces' devices connect, if the fleet has any.
+    pub(crate) broker_url: Option<String>,
+    modbus: Option<RunningFleet>,
+    mqtt: Option<MqttFleet>,
+    sparkplug: Option<SparkplugFleet>,
+}
+
+/// The file writers of a fleet's protocols.
+struct Faces {
+    modbus: ModbusFiles,
+    mqtt: Option<MqttFiles>,
+    sparkplug: Option<SparkplugFiles>,
+}
+
+impl Faces {
+    fn all(&self) -> Vec<&dyn FaceFiles> {
+        let mut all: Vec<&dyn FaceFiles> = vec![&self.modbus];
+        if let Some(f) = &self.mqtt {
+            all.push(f);
+        }
+        if let Some(f) = &self.sparkplug {
+            all.push(f);
+        }
+        all
+    }
+}
+
+fn has(plan: &FleetPlan, protocol: Protocol) -> bool {
+    plan.protocols().any(|p| p == protocol)
+}
+
+impl RunningFaces {
+    /// Writes the files and starts every face of `plan` (and the broker).
+    ///
+    /// # Errors
+    /// Files that cannot be written, a broker or face that cannot start;
+    /// what was started is stopped again.
+    pub(crate) async fn start(plan: &FleetPlan, setup: FleetSetup) -> anyhow::Result<RunningFaces> {
+        let needs_broker = has(plan, Protocol::MqttJson) || has(plan, Protocol::SparkplugB);
+        let credentials = Credentials::generate(plan, setup.devices_per_node)?;
+        std::fs::create_dir_all(&setup.out).map_err(|e| SimError::Io {
+            path: setup.out.clone(),
+            source: e,
+        })?;
+        let (broker_addr, broker) = match (&setup.broker, needs_broker) {
+            (_, false) => (None, None),
+            (Some(addr), true) => (Some(addr.clone()), None),
+            (None, true) => {
+                let config = fleet_broker::broker_config(plan, &credentials, setup.broker_listen)?;
+                fleet_broker::write_config(&config, &setup.out)?;
+                let broker = FleetBroker::start(&config).await?;
+                (Some(broker.url().parse::<BrokerAddr>()?), Some(broker))
+            }
+        };
+        let mqtt_face = |addr: &BrokerAddr| MqttFiles {
+            broker: addr.clone(),
+            credentials: credentials.clone(),
+            gateway_login: setup.gateway_login.clone(),
+            gateway_embedded: setup.gateway_embedded,
+        };
+        let sparkplug_face = |addr: &BrokerAddr| {
+            let mut face = SparkplugFiles::new(
+                addr.clone(),
+                credentials.clone(),
+                plan,
+                setup.devices_per_node,
+            );
+            face.gateway_login = setup.gateway_login.clone();
+            face.gateway_embedded = setup.gateway_embedded;
+            face
+        };
+        let faces = Faces {
+            modbus: ModbusFiles,
+            mqtt: broker_addr
+                .as_ref()
+                .filter(|_| has(plan, Protocol::MqttJson))
+                .map(mqtt_face),
+            sparkplug: broker_addr
+                .as_ref()
+                .filter(|_| has(plan, Protocol::SparkplugB))
+                .map(sparkplug_face),
+        };
+        let mut running = RunningFaces {
+            files: plan.write_files_with(&setup.out, &setup.registry_url, &faces.all())?,
+            broker_url: broker_addr.as_ref().map(ToString::to_string),
+            broker,
+            modbus: None,
+            mqtt: None,
+            sparkplug: None,
+        };
+        if has(plan, Protocol::ModbusTcp) {
+            match RunningFleet::start(plan, setup.modbus.clone()).await {
+                Ok(fleet) => running.modbus = Some(fleet),
+                Err(e) => {
+                    running.stop().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        if let Some(addr) = &broker_addr {
+            let interval = plan.spec().interval;
+            if has(plan, Protocol::MqttJson) {
+                running.mqtt = Some(MqttFleet::start(
+                    plan,
+                    MqttFleetOptions {
+                        broker: addr.clone(),
+                        credentials: credentials.clone(),
+                        interval,
+                        controls: setup.controls.clone(),
+                    },
+                ));
+            }
+            if has(plan, Protocol::SparkplugB) {
+                running.sparkplug = Some(SparkplugFleet::start(
+                    plan,
+                    SparkplugFleetOptions {
+                        broker: addr.clone(),
+                        credentials,
+                        per_node: setup.devices_per_node,
+                        interval,
+                        controls: setup.controls,
+                    },
+                ));
+            }
+        }
+        Ok(running)
+    }
+
+    /// One line per running face, for the console.
+    pub(crate) fn describe(&self, plan: &FleetPlan) -> Vec<String> {
+        let mut lines = Vec::new();
+        let count = |p: Protocol| {
+            let r = plan.range_of(p);
+            r.end - r.start
+        };
+        if let Some(m) = &self.modbus {
+            let r = plan.range_of(Protocol::ModbusTcp);
+            let at = |i: u32| plan.endpoint(i).map(|e| e.to_string()).unwrap_or_default();
+            lines.push(format!(
+                "modbus-tcp: {} devices on {}..{} ({} process(es))",
+                count(Protocol::ModbusTcp),
+                at(r.start),
+                at(r.end.saturating_sub(1)),
+                m.processes()
+            ));
+        }
+        let broker = self.broker_url.as_deref().unwrap_or("?");
+        if let Some(m) = &self.mqtt {
+            lines.push(format!(
+                "mqtt-json: {} devices, each its own client of {broker}",
+                m.devices()
+            ));
+        }
+        if let Some(s) = &self.sparkplug {
+            lines.push(format!(
+                "sparkplug-b: {} devices on {} edge nodes at {broker}",
+                count(Protocol::SparkplugB),
+                s.nodes().len()
+            ));
+        }
+        lines
+    }
+
+    /// Completes when a face fails for good (a Modbus shard exits).
+    pub(crate) async fn failed(&mut self) -> anyhow::Error {
+        match &mut self.modbus {
+            Some(m) => m.failed().await.into(),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops every face, then the broker.
+    pub(crate) async fn stop(self) {
+        if let Some(m) = self.mqtt {
+            m.stop().await;
+        }
+        if let Some(s) = self.sparkplug {
+            s.stop().await;
+        }
+        if let Some(m) = self.modbus {
+            m.stop().await;
+        }
+        if let Some(b) = self.broker
+            && let Err(e) = tokio::time::timeout(Duration::from_secs(10), b.stop())
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("did not stop in 10 s")))
+        {
+            tracing::warn!(error = %e, "the fleet's broker");
+        }
+    }
+}
