@@ -102,6 +102,7 @@
 //! ```
 
 pub mod modbus;
+pub mod opcua;
 pub mod poll;
 mod sink;
 
@@ -203,7 +204,7 @@ impl std::fmt::Debug for Resources {
 }
 
 /// The driver kinds compiled into this gateway.
-pub static KINDS: &[&dyn DriverKind] = &[&modbus::ModbusKind];
+pub static KINDS: &[&dyn DriverKind] = &[&modbus::ModbusKind, &opcua::OpcUaKind];
 
 /// The kind serving `protocol`, if any.
 pub fn kind_of(protocol: Protocol) -> Option<&'static dyn DriverKind> {
