@@ -10,6 +10,7 @@
 //! depend on the gateway.
 
 mod modbus;
+mod opcua;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -19,6 +20,7 @@ use fieldlink_model::Protocol;
 use serde::Serialize;
 
 pub use modbus::{IDENT_INTERVAL, ModbusFiles};
+pub use opcua::OpcUaFiles;
 
 use crate::error::SimError;
 use crate::plan::{FleetPlan, PlannedDevice};

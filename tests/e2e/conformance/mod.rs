@@ -2,3 +2,4 @@
 //! against its simulator face, one module per protocol.
 
 mod modbus;
+mod opcua;

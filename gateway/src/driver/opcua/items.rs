@@ -252,6 +252,41 @@ fn current(session: &Session) -> (Vec<(u32, usize)>, HashSet<u32>) {
     (subs, handles)
 }
 
+/// After a new session: asks the server to transfer the old session's
+/// subscriptions; those it does not keep are dropped from the session's
+/// state (their items are then re-created by [`ensure`]). Returns how many
+/// were transferred and how many dropped.
+pub async fn transfer(session: &Session) -> (usize, usize) {
+    let ids = session
+        .subscription_state()
+        .lock()
+        .subscription_ids()
+        .unwrap_or_default();
+    if ids.is_empty() {
+        return (0, 0);
+    }
+    let lost: Vec<u32> = match session.transfer_subscriptions(&ids, true).await {
+        Ok(results) => ids
+            .iter()
+            .zip(
+                results
+                    .iter()
+                    .map(|r| r.status_code)
+                    .chain(std::iter::repeat(StatusCode::BadUnexpectedError)),
+            )
+            .filter(|(_, s)| !s.is_good())
+            .map(|(id, _)| *id)
+            .collect(),
+        Err(_) => ids.clone(),
+    };
+    if !lost.is_empty() {
+        // The server answers each with BadSubscriptionIdInvalid; the call
+        // also forgets them locally.
+        let _ = session.delete_subscriptions(&lost).await;
+    }
+    (ids.len() - lost.len(), lost.len())
+}
+
 /// Makes every pending item (and every active one the session lost) a
 /// monitored item. Items the server refuses are marked failed.
 ///

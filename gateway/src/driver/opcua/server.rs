@@ -336,6 +336,10 @@ impl ServerTask {
             tracing::debug!(server = %self.plan.name, limits = ?self.limits, "server limits");
         }
         if fresh {
+            let (kept, lost) = items::transfer(session).await;
+            if kept + lost > 0 {
+                tracing::info!(server = %self.plan.name, transferred = kept, recreated = lost, "subscriptions of the last session");
+            }
             // Items the last session refused may exist now.
             for item in self.items.iter_mut() {
                 if matches!(item.state, ItemState::Failed(_)) {

@@ -4,11 +4,12 @@
 //! session's event loop, whose connection events reach the server task as
 //! [`SessionEvent`]s.
 //!
-//! The library's event loop reconnects on its own with backoff: it
+//! The library's event loop reconnects on its own with backoff and
 //! reactivates the session when the server still has it (its subscriptions
-//! live on), else creates a new one and transfers the subscriptions, else
-//! re-creates them with their monitored items; [`super::items::ensure`]
-//! then repairs whatever could not be re-created. A connection attempt that
+//! live on). When the server made a new session, the server task transfers
+//! the old subscriptions ([`super::items::transfer`]) and re-creates what
+//! did not transfer through [`super::items::ensure`], in batches the server
+//! accepts. A connection attempt that
 //! hangs (a server that accepts and never answers the handshake) is given
 //! up after a deadline and the whole session is rebuilt.
 
@@ -63,8 +64,7 @@ pub fn build_client(section: &OpcUaSection, keys: bool) -> Result<Client, String
         .request_timeout(section.request_timeout)
         .publish_timeout(section.request_timeout.max(Duration::from_secs(10)))
         .session_timeout(session_timeout)
-        .recreate_subscriptions(true)
-        .recreate_monitored_items_chunk(section.max_batch.min(1000))
+        .recreate_subscriptions(false)
         .session_name("fieldlink gateway")
         .client()
         .map_err(|problems| problems.join("; "))
