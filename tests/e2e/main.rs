@@ -12,6 +12,7 @@ mod gateway_modbus;
 mod gateway_restart;
 mod interop;
 mod interop_mbpoll;
+mod interop_opcua;
 mod registry_api;
 mod registry_counting;
 mod registry_input;

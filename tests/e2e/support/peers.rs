@@ -19,6 +19,15 @@ fn missing(what: &str, how: &str) -> Option<PathBuf> {
 
 /// The Python interpreter with pymodbus (`scripts/test` installs it).
 pub fn python_with_pymodbus() -> Option<PathBuf> {
+    python_with("pymodbus")
+}
+
+/// The Python interpreter with asyncua (`scripts/test` installs it).
+pub fn python_with_asyncua() -> Option<PathBuf> {
+    python_with("asyncua")
+}
+
+fn python_with(module: &str) -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("FIELDLINK_PYTHON").map(PathBuf::from),
         Some(PathBuf::from(concat!(
@@ -28,7 +37,7 @@ pub fn python_with_pymodbus() -> Option<PathBuf> {
     ];
     for python in candidates.into_iter().flatten() {
         let ok = std::process::Command::new(&python)
-            .args(["-c", "import pymodbus"])
+            .args(["-c", &format!("import {module}")])
             .output()
             .is_ok_and(|o| o.status.success());
         if ok {
@@ -36,7 +45,7 @@ pub fn python_with_pymodbus() -> Option<PathBuf> {
         }
     }
     missing(
-        "pymodbus",
+        module,
         "run scripts/test, which installs it in target/peers/venv",
     )
 }
