@@ -85,6 +85,8 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         config.data_dir = dir;
     }
     let settings = config.validate().map_err(|e| e.in_file(&path))?;
+    // The parsed file is not needed once validated (a large one is large).
+    drop(config);
     crate::say(format_args!(
         "gateway {}: {} configured devices over {} driver(s), registry {}",
         settings.gateway_id,

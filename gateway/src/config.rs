@@ -540,11 +540,11 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-        assert_eq!(settings.configured_devices, 2);
+        assert_eq!(settings.configured_devices, 3);
         assert_eq!(
             settings.drivers.len(),
-            1,
-            "only the Modbus driver has devices"
+            2,
+            "the Modbus and OPC UA drivers have devices"
         );
         assert_eq!(settings.limits.max_tags_per_device, 10_000);
     }

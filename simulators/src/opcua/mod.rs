@@ -206,6 +206,10 @@ fn build(
         .trust_client_certs(true)
         .diagnostics_enabled(false)
         .max_sessions(64)
+        // Room for the stated operation limits in one message.
+        .max_array_length(200_000)
+        .max_message_size(32 << 20)
+        .max_chunk_count(600)
         .with_node_manager(simple_node_manager(
             NamespaceMetadata {
                 namespace_uri: nodes::NAMESPACE_URI.to_owned(),

@@ -2,8 +2,9 @@
 //! carry (`Server/ServerCapabilities/OperationLimits`, and
 //! `MaxMonitoredItemsPerSubscription`); calls are split accordingly, and a
 //! call the server still refuses as too large (`BadTooManyOperations`,
-//! `BadRequestTooLarge`, `BadEncodingLimitsExceeded`, ...) is retried with
-//! half the batch, which the server then keeps.
+//! `BadRequestTooLarge`, `BadEncodingLimitsExceeded`, and `BadDecodingError`
+//! from servers whose decoder limits are below their stated operation
+//! limits) is retried with half the batch, which is then kept.
 
 use std::future::Future;
 
@@ -93,7 +94,9 @@ pub fn is_too_large(status: StatusCode) -> bool {
             | StatusCode::BadResponseTooLarge
             | StatusCode::BadEncodingLimitsExceeded
             | StatusCode::BadTcpMessageTooLarge
-            | StatusCode::BadTooManyMonitoredItems
+            // A server whose decoder refuses a large request (arrays or
+            // messages over its limits) says so.
+            | StatusCode::BadDecodingError
     )
 }
 

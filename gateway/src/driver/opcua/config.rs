@@ -273,7 +273,7 @@ impl Deadband {
     /// The deadband as a kind.
     pub fn resolve(self) -> DeadbandKind {
         match self {
-            Deadband::Absolute(v) if v == 0.0 => DeadbandKind::None,
+            Deadband::Absolute(0.0) => DeadbandKind::None,
             Deadband::Absolute(v) => DeadbandKind::Absolute(v),
             Deadband::Text(DeadbandText(p)) => DeadbandKind::Percent(p),
         }
@@ -699,10 +699,10 @@ pub fn configure(config: DriverConfig<'_>) -> Result<Configured, Vec<String>> {
         })
         .collect();
     for device in config.devices {
-        if let Some((server, plan)) = check_device(device, &section, &mut problems) {
-            if let Some(s) = servers.iter_mut().find(|s| s.name == server) {
-                s.devices.push(plan);
-            }
+        if let Some((server, plan)) = check_device(device, &section, &mut problems)
+            && let Some(s) = servers.iter_mut().find(|s| s.name == server)
+        {
+            s.devices.push(plan);
         }
     }
     servers.retain(|s| !s.devices.is_empty());
@@ -935,6 +935,124 @@ fn check_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::GatewayConfig;
+
+    const HEAD: &str = "gateway_id = \"g\"\n[uplink]\nregistry = \"http://127.0.0.1:1\"\ntoken = \"0123456789abcdef\"\n";
+
+    fn problems(text: &str) -> String {
+        GatewayConfig::from_toml(&format!("{HEAD}{text}"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_keys_are_named_by_path() {
+        let err = problems(
+            r#"
+            [opcua]
+            max_batch = 0
+            deadband = "120%"
+            [opcua.servers.a]
+            endpoint = "http://x"
+            security_mode = "sign"
+            username = "u"
+            [[devices]]
+            id = "b7"
+            class = "operating"
+            category = "power"
+            type = "t"
+            name = "n"
+            protocol = "opc-ua"
+            [devices.opcua]
+            server = "nope"
+            root = "ns=x;s="
+            tags = [
+              { name = "ok", node = "ns=2;s=B.T" },
+              { name = "x", node = "not a node" },
+              { name = "y", path = "2:" },
+              { name = "z" },
+              { name = "ok", node = "ns=2;s=B.T", queue_size = 0 },
+            ]
+            "#,
+        );
+        for want in [
+            "opcua.max_batch: must be 1..=100000",
+            "opcua.deadband: a percentage must be 0..=100",
+            "opcua.servers.a.endpoint: `http://x` is not an opc.tcp://HOST:PORT URL",
+            "opcua.servers.a.security_policy: security_mode `sign` or `sign-and-encrypt` needs a policy",
+            "opcua.servers.a: `username` and `password` go together",
+            "devices[0] (b7).opcua.server: no server `nope` in [opcua.servers] (known: a)",
+            "devices[0] (b7).opcua.root: `ns=x;s=` is not a NodeId",
+            "devices[0] (b7).opcua.tags[1] (x).node: `not a node` is not a NodeId",
+            "devices[0] (b7).opcua.tags[2] (y).path: `2:`: empty browse name",
+            "devices[0] (b7).opcua.tags[3] (z): give exactly one of `node` and `path`",
+            "devices[0] (b7).opcua.tags[4] (ok).name: `ok` is defined twice",
+            "devices[0] (b7).opcua.tags[4] (ok).queue_size: must be 1..=10000",
+        ] {
+            assert!(err.contains(want), "missing `{want}` in:\n{err}");
+        }
+        let err = problems(
+            "[[devices]]\nid = \"d\"\nclass = \"operating\"\ncategory = \"power\"\ntype = \"t\"\nname = \"n\"\nprotocol = \"opc-ua\"\n[devices.opcua]\nserver = \"a\"\nbogus = 1\n",
+        );
+        assert!(
+            err.contains("devices[0] (d).opcua: unknown field `bogus`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn overrides_resolve_tag_over_server_over_driver() {
+        let text = format!(
+            "{HEAD}{}",
+            r#"
+            [opcua]
+            sampling_interval = "2s"
+            queue_size = 3
+            [opcua.servers.a]
+            endpoint = "opc.tcp://127.0.0.1:4840/"
+            sampling_interval = "500ms"
+            publishing_interval = "250ms"
+            [[devices]]
+            id = "d"
+            class = "operating"
+            category = "power"
+            type = "t"
+            name = "n"
+            protocol = "opc-ua"
+            [devices.opcua]
+            server = "a"
+            root = "2:Devices/2:D"
+            tags = [
+              { name = "t", path = "2:T", deadband = "5%" },
+              { name = "u", node = "ns=2;i=7", sampling_interval = "100ms", type = "int" },
+            ]
+            "#
+        );
+        let config = GatewayConfig::from_toml(&text).unwrap();
+        let input = config.driver_config(&super::super::OpcUaKind).unwrap();
+        let c = configure(input).unwrap();
+        let server = &c.servers[0];
+        assert_eq!(server.publishing_interval, Duration::from_millis(250));
+        let d = &server.devices[0];
+        assert_eq!(
+            d.root,
+            Root::Path(vec![(2, "Devices".into()), (2, "D".into())])
+        );
+        assert_eq!(d.info.endpoint, "opc.tcp://127.0.0.1:4840/#2:Devices/2:D");
+        let t = &d.tags[0].settings;
+        assert_eq!(
+            (t.sampling_interval, t.queue_size, t.deadband),
+            (Duration::from_millis(500), 3, DeadbandKind::Percent(5.0))
+        );
+        assert_eq!(
+            d.tags[1].settings.sampling_interval,
+            Duration::from_millis(100)
+        );
+        assert_eq!(d.tags[1].kind, Some(ValueKind::Int));
+        assert_eq!(d.tags[1].address, Address::Node(NodeId::new(2, 7u32)));
+    }
 
     #[test]
     fn paths_and_deadbands_parse() {

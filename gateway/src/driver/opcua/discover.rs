@@ -430,11 +430,8 @@ mod tests {
         };
         let text = render(&d, "plant");
         let head = "gateway_id = \"g\"\n[uplink]\nregistry = \"http://127.0.0.1:1\"\ntoken = \"0123456789abcdef\"\n";
-        let config = crate::GatewayConfig::from_toml(&format!(
-            "{head}[opcua]\n{}",
-            text.replacen("[opcua.servers.plant]", "[opcua.servers.plant]", 1)
-        ))
-        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config = crate::GatewayConfig::from_toml(&format!("{head}[opcua]\n{}", text))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(config.devices.len(), 2);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("devices[1] (Boiler-7).class"), "{err}\n{text}");

@@ -22,7 +22,7 @@ use opcua::types::{
 };
 use tokio::sync::mpsc;
 
-use super::batch::{Batch, in_batches, is_too_large};
+use super::batch::{Batch, is_too_large};
 use super::config::{DeadbandKind, ItemSettings};
 use crate::device::{TagId, ValueKind};
 
@@ -344,46 +344,67 @@ pub async fn ensure(
             }
         };
         let (sub_id, held) = subs[slot];
-        let take = (plan.per_subscription - held).min(missing.len() - next);
-        let chunk = &missing[next..next + take];
-        let requests: Vec<(u32, MonitoredItemCreateRequest)> = chunk
+        let take = (plan.per_subscription - held)
+            .min(batch.size())
+            .min(missing.len() - next);
+        let chunk: Vec<u32> = missing[next..next + take].to_vec();
+        let requests: Vec<MonitoredItemCreateRequest> = chunk
             .iter()
-            .filter_map(|&h| items.get_mut(h).map(|it| (h, request(h, it))))
+            .filter_map(|&h| items.get_mut(h).map(|it| request(h, it)))
             .collect();
-        let results = in_batches(&requests, batch, &mut outcome.calls, |slice| {
-            let reqs: Vec<MonitoredItemCreateRequest> = slice.into_iter().map(|(_, r)| r).collect();
-            let session = session.clone();
-            async move {
-                session
-                    .create_monitored_items(sub_id, TimestampsToReturn::Both, reqs)
-                    .await
+        outcome.calls += 1;
+        match session
+            .create_monitored_items(sub_id, TimestampsToReturn::Both, requests)
+            .await
+        {
+            Ok(results) if results.len() == chunk.len() => {
+                let mut full = false;
+                for (&handle, created) in chunk.iter().zip(results) {
+                    let Some(item) = items.get_mut(handle) else {
+                        continue;
+                    };
+                    let status = created.result.status_code;
+                    if status.is_good() {
+                        item.state = ItemState::Active;
+                        outcome.created += 1;
+                        subs[slot].1 += 1;
+                    } else if status == StatusCode::BadTooManyMonitoredItems {
+                        // The subscription is full: this one goes elsewhere.
+                        full = true;
+                        missing.push(handle);
+                    } else {
+                        item.state = ItemState::Failed(status);
+                        outcome.refused += 1;
+                    }
+                }
+                if full {
+                    subs[slot].1 = plan.per_subscription;
+                }
+                next += take;
             }
-        })
-        .await;
-        let results = match results {
-            Ok(r) => r,
-            // The subscription is full after all: count it so, try the next.
-            Err(e) if is_too_large(e.status()) => {
+            Ok(results) => {
+                return Err(EnsureError::Failed(opcua::types::Error::new(
+                    StatusCode::BadUnexpectedError,
+                    format!(
+                        "the server answered {} results for {} monitored items",
+                        results.len(),
+                        chunk.len()
+                    ),
+                )));
+            }
+            // The subscription holds what the server allows: use another.
+            Err(e) if e.status() == StatusCode::BadTooManyMonitoredItems => {
                 subs[slot].1 = plan.per_subscription;
-                continue;
+            }
+            Err(e) if is_too_large(e.status()) && batch.halve() => {
+                tracing::debug!(
+                    status = %e.status(),
+                    batch = batch.size(),
+                    "server refused a create call as too large; halving the batch"
+                );
             }
             Err(e) => return Err(EnsureError::Failed(e)),
-        };
-        for ((handle, _), created) in requests.iter().zip(results) {
-            let Some(item) = items.get_mut(*handle) else {
-                continue;
-            };
-            let status = created.result.status_code;
-            if status.is_good() {
-                item.state = ItemState::Active;
-                outcome.created += 1;
-                subs[slot].1 += 1;
-            } else {
-                item.state = ItemState::Failed(status);
-                outcome.refused += 1;
-            }
         }
-        next += take;
     }
     Ok(outcome)
 }

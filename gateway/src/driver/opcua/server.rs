@@ -75,6 +75,8 @@ pub struct ServerTask {
     polling: bool,
     /// Setup must run (again) while the session is up.
     setup_due: Option<Instant>,
+    /// When the session last came up.
+    up_at: Instant,
 }
 
 impl std::fmt::Debug for ServerTask {
@@ -141,6 +143,7 @@ impl ServerTask {
             create,
             polling,
             setup_due: None,
+            up_at: now,
         }
     }
 
@@ -228,6 +231,7 @@ impl ServerTask {
                     match event {
                         SessionEvent::Up(mode) => {
                             up = true;
+                            self.up_at = Instant::now();
                             let fresh = matches!(mode, SessionConnectMode::NewSession(_));
                             tracing::info!(server = %self.plan.name, ?mode, "session up");
                             if self.setup(&session, fresh).await.is_err() {
@@ -575,6 +579,7 @@ impl ServerTask {
                         calls = outcome.calls,
                         batch = self.create.size(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
+                        since_session_up_ms = self.up_at.elapsed().as_millis() as u64,
                         "monitored items created"
                     );
                 }

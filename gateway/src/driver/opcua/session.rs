@@ -26,6 +26,11 @@ use tokio::task::JoinHandle;
 
 use super::config::{OpcUaSection, SecurityMode, ServerConfig, Trust};
 
+/// Most elements of one array the gateway decodes.
+pub const MAX_ARRAY_LENGTH: usize = 200_000;
+/// Largest message the gateway decodes.
+pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
+
 /// What the session's event loop reports.
 #[derive(Debug)]
 pub enum SessionEvent {
@@ -65,6 +70,11 @@ pub fn build_client(section: &OpcUaSection, keys: bool) -> Result<Client, String
         .publish_timeout(section.request_timeout.max(Duration::from_secs(10)))
         .session_timeout(session_timeout)
         .recreate_subscriptions(false)
+        // Large servers send notification arrays and messages beyond the
+        // library's defaults (1 000 elements, 320 KiB); bounded still.
+        .max_array_length(MAX_ARRAY_LENGTH)
+        .max_message_size(MAX_MESSAGE_SIZE)
+        .max_chunk_count(MAX_MESSAGE_SIZE / 65_535 + 1)
         .session_name("fieldlink gateway")
         .client()
         .map_err(|problems| problems.join("; "))
