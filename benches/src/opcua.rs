@@ -168,6 +168,7 @@ pub async fn run(args: OpcUaArgs) -> anyhow::Result<()> {
                 items_per_call: PER_CALL,
                 items_per_subscription: PER_SUBSCRIPTION,
                 nodes_per_read: 10_000,
+                max_array_length: 200_000,
             },
             ..OpcUaOptions::default()
         },

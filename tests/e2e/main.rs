@@ -9,6 +9,7 @@ mod config_errors;
 mod conformance;
 mod fleet_counts;
 mod gateway_modbus;
+mod gateway_opcua;
 mod gateway_restart;
 mod interop;
 mod interop_mbpoll;

@@ -60,6 +60,10 @@ pub struct SimLimits {
     pub items_per_subscription: usize,
     /// MaxNodesPerRead.
     pub nodes_per_read: usize,
+    /// Longest array the server decodes (a server whose decoder is
+    /// stricter than its stated operation limits answers larger calls with
+    /// `BadDecodingError`).
+    pub max_array_length: usize,
 }
 
 impl Default for SimLimits {
@@ -68,6 +72,7 @@ impl Default for SimLimits {
             items_per_call: 5000,
             items_per_subscription: 50_000,
             nodes_per_read: 10_000,
+            max_array_length: 200_000,
         }
     }
 }
@@ -207,7 +212,7 @@ fn build(
         .diagnostics_enabled(false)
         .max_sessions(64)
         // Room for the stated operation limits in one message.
-        .max_array_length(200_000)
+        .max_array_length(options.limits.max_array_length)
         .max_message_size(32 << 20)
         .max_chunk_count(600)
         .with_node_manager(simple_node_manager(
