@@ -457,7 +457,19 @@ impl ServerTask {
                 }
             }
         }
-        self.add_items(session, i, nodes).await
+        self.add_items(session, i, nodes).await?;
+        // Configured tags that have their item are kept there only (a large
+        // tag list is not held twice).
+        let device = &mut self.devices[i];
+        let before = device.plan.tags.len();
+        device
+            .plan
+            .tags
+            .retain(|t| !device.items_by_name.contains_key(&t.name));
+        if device.plan.tags.len() < before {
+            device.plan.tags.shrink_to_fit();
+        }
+        Ok(())
     }
 
     async fn add_items(
