@@ -434,7 +434,7 @@ fn summary(r: &Results) -> String {
     let mut s = format!(
         "\n== bench opcua: {} items on {} devices, interval {} ms, window {} s\n\
          gateway: created {} in {:.2} s = {:.0} items/s ({} calls, {} subscriptions); \
-         {:.0} changes/s into the registry; CPU {:.2}/s; RSS {:.1} MB = {:.0} B/item\n",
+         {:.0} changes/s into the registry; CPU {:.3} s/s; RSS {:.1} MB = {:.0} B/item\n",
         r.items,
         r.devices,
         r.interval_ms,
