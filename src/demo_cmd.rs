@@ -1,8 +1,8 @@
 //! `fieldlink demo`: a registry, a simulated fleet of all four device classes
 //! over a public and a private tenant speaking every protocol the gateway
-//! adapts (Modbus TCP devices, MQTT JSON devices and Sparkplug B edge nodes
-//! on an embedded `fieldlink broker`), and one gateway per tenant serving
-//! them all, in one process on embedded defaults.
+//! adapts (Modbus TCP devices, OPC UA servers, MQTT JSON devices and
+//! Sparkplug B edge nodes on an embedded `fieldlink broker`), and one gateway
+//! per tenant serving them all, in one process on embedded defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,8 +42,12 @@ pub(crate) struct DemoArgs {
     device_port: u16,
     /// Protocols of the fleet, as protocol=share (a bare protocol has share
     /// 1); each gets a block of the devices, covering every class.
-    #[arg(long, default_value = "modbus-tcp,mqtt-json,sparkplug-b")]
+    #[arg(long, default_value = "modbus-tcp,opc-ua,mqtt-json,sparkplug-b")]
     protocols: ProtocolMix,
+    /// Port of the first simulated OPC UA server (server k listens on
+    /// PORT + k, on 127.0.0.1).
+    #[arg(long, default_value_t = fieldlink_sim::opcua::DEFAULT_BASE_PORT)]
+    opcua_port: u16,
     /// Where the embedded MQTT broker listens (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     broker_listen: SocketAddr,
@@ -83,6 +87,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     setup.broker_listen = args.broker_listen;
     setup.gateway_embedded = true;
     setup.devices_per_node = 5;
+    setup.opcua.base_port = args.opcua_port;
     setup.modbus = RunOptions {
         shard_command: Some(ShardCommand::current_exe(["sim", "modbus-shard"])?),
         ..RunOptions::default()

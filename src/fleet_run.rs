@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use fieldlink_model::Protocol;
 use fieldlink_sim::mqtt::{BrokerAddr, Credentials, MqttFleet, MqttFleetOptions};
+use fieldlink_sim::opcua::{OpcUaFleet, OpcUaOptions};
 use fieldlink_sim::sparkplug::{SparkplugFleet, SparkplugFleetOptions};
 use fieldlink_sim::{
-    Controls, FaceFiles, FleetPlan, ModbusFiles, MqttFiles, RunOptions, RunningFleet, SimError,
-    SparkplugFiles, WrittenFiles,
+    Controls, FaceFiles, FleetPlan, ModbusFiles, MqttFiles, OpcUaFiles, RunOptions, RunningFleet,
+    SimError, SparkplugFiles, WrittenFiles,
 };
 
 use crate::fleet_broker::{self, FleetBroker};
@@ -40,6 +41,9 @@ pub(crate) struct FleetSetup {
     pub(crate) devices_per_node: u32,
     /// How the Modbus face runs (shards).
     pub(crate) modbus: RunOptions,
+    /// How the OPC UA face runs (servers, ports, security, user); its
+    /// `pki_dir` is taken relative to `out` when relative.
+    pub(crate) opcua: OpcUaOptions,
     /// Faults and growth of the MQTT faces' devices.
     pub(crate) controls: Controls,
 }
@@ -57,6 +61,7 @@ impl FleetSetup {
             gateway_embedded: false,
             devices_per_node: fieldlink_sim::sparkplug::DEFAULT_DEVICES_PER_NODE,
             modbus: RunOptions::default(),
+            opcua: OpcUaOptions::default(),
             controls: Controls::default(),
         }
     }
@@ -72,6 +77,7 @@ pub(crate) struct RunningFaces {
     /// Where the MQTT faces' devices connect, if the fleet has any.
     pub(crate) broker_url: Option<String>,
     modbus: Option<RunningFleet>,
+    opcua: Option<OpcUaFleet>,
     mqtt: Option<MqttFleet>,
     sparkplug: Option<SparkplugFleet>,
 }
@@ -79,13 +85,14 @@ pub(crate) struct RunningFaces {
 /// The file writers of a fleet's protocols.
 struct Faces {
     modbus: ModbusFiles,
+    opcua: OpcUaFiles,
     mqtt: Option<MqttFiles>,
     sparkplug: Option<SparkplugFiles>,
 }
 
 impl Faces {
     fn all(&self) -> Vec<&dyn FaceFiles> {
-        let mut all: Vec<&dyn FaceFiles> = vec![&self.modbus];
+        let mut all: Vec<&dyn FaceFiles> = vec![&self.modbus, &self.opcua];
         if let Some(f) = &self.mqtt {
             all.push(f);
         }
@@ -140,8 +147,23 @@ impl RunningFaces {
             face.gateway_embedded = setup.gateway_embedded;
             face
         };
+        let mut opcua = setup.opcua.clone();
+        if opcua.pki_dir.is_relative() {
+            opcua.pki_dir = setup.out.join(&opcua.pki_dir);
+        }
         let faces = Faces {
             modbus: ModbusFiles,
+            opcua: OpcUaFiles {
+                host: opcua.host,
+                base_port: opcua.base_port,
+                devices_per_server: opcua.devices_per_server,
+                security: if opcua.security {
+                    ("sign-and-encrypt", "basic256sha256")
+                } else {
+                    ("none", "none")
+                },
+                user: opcua.user.clone(),
+            },
             mqtt: broker_addr
                 .as_ref()
                 .filter(|_| has(plan, Protocol::MqttJson))
@@ -156,12 +178,22 @@ impl RunningFaces {
             broker_url: broker_addr.as_ref().map(ToString::to_string),
             broker,
             modbus: None,
+            opcua: None,
             mqtt: None,
             sparkplug: None,
         };
         if has(plan, Protocol::ModbusTcp) {
             match RunningFleet::start(plan, setup.modbus.clone()).await {
                 Ok(fleet) => running.modbus = Some(fleet),
+                Err(e) => {
+                    running.stop().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        if has(plan, Protocol::OpcUa) {
+            match OpcUaFleet::start(plan, opcua).await {
+                Ok(fleet) => running.opcua = Some(fleet),
                 Err(e) => {
                     running.stop().await;
                     return Err(e.into());
@@ -215,6 +247,16 @@ impl RunningFaces {
                 m.processes()
             ));
         }
+        if let Some(o) = &self.opcua {
+            let ports = o.ports();
+            lines.push(format!(
+                "opc-ua: {} devices on {} servers, opc.tcp://127.0.0.1:{}..{}",
+                count(Protocol::OpcUa),
+                o.len(),
+                ports.first().copied().unwrap_or_default(),
+                ports.last().copied().unwrap_or_default()
+            ));
+        }
         let broker = self.broker_url.as_deref().unwrap_or("?");
         if let Some(m) = &self.mqtt {
             lines.push(format!(
@@ -250,6 +292,9 @@ impl RunningFaces {
         }
         if let Some(m) = self.modbus {
             m.stop().await;
+        }
+        if let Some(o) = self.opcua {
+            o.stop().await;
         }
         if let Some(b) = self.broker
             && let Err(e) = tokio::time::timeout(Duration::from_secs(10), b.stop())

@@ -59,6 +59,9 @@ enum BenchCommand {
     /// Poll simulated Modbus TCP devices with one gateway, then with pymodbus; registers/s,
     /// transactions/s, per CPU-second, poll latency, RSS per device, and the ratios.
     Modbus(fieldlink_bench::modbus::ModbusArgs),
+    /// Subscribe one gateway to N items of a simulated OPC UA server, then asyncua; items
+    /// created per second, value changes per second into the registry, RSS per item, ratios.
+    Opcua(fieldlink_bench::opcua::OpcUaArgs),
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -92,6 +95,9 @@ fn main() -> ExitCode {
             Command::Bench(BenchArgs {
                 bench: BenchCommand::Modbus(args),
             }) => fieldlink_bench::modbus::run(args).await,
+            Command::Bench(BenchArgs {
+                bench: BenchCommand::Opcua(args),
+            }) => fieldlink_bench::opcua::run(args).await,
         }
     });
     match result {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use fieldlink_model::Protocol;
 use fieldlink_sim::fleet::DEFAULT_SHARD_SIZE;
 use fieldlink_sim::mqtt::BrokerAddr;
+use fieldlink_sim::opcua::OpcUaOptions;
 use fieldlink_sim::{
     DEFAULT_PORT, DEFAULT_REGISTRY_URL, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan, FleetSpec, Mix,
     ProtocolMix, RunOptions, ShardArgs, ShardCommand, TenantSpec,
@@ -42,6 +43,10 @@ enum SimProtocol {
     /// `fieldlink broker` of the simulator's own; writes the three files and
     /// DIR/mqtt-credentials.csv (and DIR/broker.toml), then runs until Ctrl-C.
     Sparkplug(SparkplugArgs),
+    /// Simulated OPC UA devices: each device an object Objects/Devices/<id>
+    /// with its variables, on as many servers as needed (server k on
+    /// 127.0.0.1:PORT+k); writes the three files, then serves until Ctrl-C.
+    Opcua(OpcUaArgs),
     /// A fleet of several protocols (--protocols), one manifest, one gateway
     /// config per tenant serving them all.
     Fleet(MixedArgs),
@@ -111,6 +116,45 @@ struct BrokerFlags {
     password: Option<String>,
 }
 
+/// Flags of the OPC UA face.
+#[derive(Debug, clap::Args)]
+struct OpcUaFlags {
+    /// Port of OPC UA server 0; server k listens on PORT + k.
+    #[arg(long = "opcua-port", default_value_t = fieldlink_sim::opcua::DEFAULT_BASE_PORT)]
+    opcua_port: u16,
+    /// OPC UA devices per server.
+    #[arg(long, default_value_t = fieldlink_sim::opcua::DEFAULT_DEVICES_PER_SERVER)]
+    devices_per_server: u32,
+    /// Also offer Basic256Sha256 Sign and SignAndEncrypt endpoints (the
+    /// gateway configs then use SignAndEncrypt).
+    #[arg(long)]
+    secure: bool,
+    /// Accept this user besides anonymous, as USER:PASSWORD (the gateway
+    /// configs then log in with it).
+    #[arg(long)]
+    user: Option<String>,
+}
+
+impl OpcUaFlags {
+    fn options(&self, out: &std::path::Path) -> anyhow::Result<OpcUaOptions> {
+        let user = match &self.user {
+            None => None,
+            Some(text) => match text.split_once(':') {
+                Some((u, p)) if !u.is_empty() => Some((u.to_owned(), p.to_owned())),
+                _ => anyhow::bail!("--user: `{text}` is not USER:PASSWORD"),
+            },
+        };
+        Ok(OpcUaOptions {
+            base_port: self.opcua_port,
+            devices_per_server: self.devices_per_server,
+            security: self.secure,
+            user,
+            pki_dir: out.join("opcua-pki"),
+            ..OpcUaOptions::default()
+        })
+    }
+}
+
 /// Flags of the Sparkplug face.
 #[derive(Debug, clap::Args)]
 struct SparkplugFlags {
@@ -148,6 +192,15 @@ struct SparkplugArgs {
     sparkplug: SparkplugFlags,
 }
 
+/// Flags of `fieldlink sim opcua`.
+#[derive(Debug, clap::Args)]
+struct OpcUaArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    opcua: OpcUaFlags,
+}
+
 /// Flags of `fieldlink sim fleet`.
 #[derive(Debug, clap::Args)]
 struct MixedArgs {
@@ -155,10 +208,12 @@ struct MixedArgs {
     common: CommonArgs,
     /// Protocol shares as protocol=share, comma-separated (a bare protocol
     /// has share 1); each protocol gets a block of the devices.
-    #[arg(long, default_value = "modbus-tcp,mqtt-json,sparkplug-b")]
+    #[arg(long, default_value = "modbus-tcp,opc-ua,mqtt-json,sparkplug-b")]
     protocols: ProtocolMix,
     #[command(flatten)]
     modbus: ModbusFlags,
+    #[command(flatten)]
+    opcua: OpcUaFlags,
     #[command(flatten)]
     broker: BrokerFlags,
     #[command(flatten)]
@@ -173,34 +228,56 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
         }
         SimProtocol::Modbus(a) => {
             let protocols = ProtocolMix::only(Protocol::ModbusTcp);
-            serve(&a.common, protocols, Some(&a.modbus), None, None).await
+            let faces = Flags {
+                modbus: Some(&a.modbus),
+                ..Flags::default()
+            };
+            serve(&a.common, protocols, faces).await
+        }
+        SimProtocol::Opcua(a) => {
+            let protocols = ProtocolMix::only(Protocol::OpcUa);
+            let faces = Flags {
+                opcua: Some(&a.opcua),
+                ..Flags::default()
+            };
+            serve(&a.common, protocols, faces).await
         }
         SimProtocol::Mqtt(a) => {
             let protocols = ProtocolMix::only(Protocol::MqttJson);
-            serve(&a.common, protocols, None, Some(&a.broker), None).await
+            let faces = Flags {
+                broker: Some(&a.broker),
+                ..Flags::default()
+            };
+            serve(&a.common, protocols, faces).await
         }
         SimProtocol::Sparkplug(a) => {
             let protocols = ProtocolMix::only(Protocol::SparkplugB);
-            serve(
-                &a.common,
-                protocols,
-                None,
-                Some(&a.broker),
-                Some(&a.sparkplug),
-            )
-            .await
+            let faces = Flags {
+                broker: Some(&a.broker),
+                sparkplug: Some(&a.sparkplug),
+                ..Flags::default()
+            };
+            serve(&a.common, protocols, faces).await
         }
         SimProtocol::Fleet(a) => {
-            serve(
-                &a.common,
-                a.protocols.clone(),
-                Some(&a.modbus),
-                Some(&a.broker),
-                Some(&a.sparkplug),
-            )
-            .await
+            let faces = Flags {
+                modbus: Some(&a.modbus),
+                opcua: Some(&a.opcua),
+                broker: Some(&a.broker),
+                sparkplug: Some(&a.sparkplug),
+            };
+            serve(&a.common, a.protocols.clone(), faces).await
         }
     }
+}
+
+/// The face flags a subcommand has.
+#[derive(Debug, Default)]
+struct Flags<'a> {
+    modbus: Option<&'a ModbusFlags>,
+    opcua: Option<&'a OpcUaFlags>,
+    broker: Option<&'a BrokerFlags>,
+    sparkplug: Option<&'a SparkplugFlags>,
 }
 
 /// Plans the fleet, writes its files, serves it until Ctrl-C (or a face
@@ -208,10 +285,14 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
 async fn serve(
     common: &CommonArgs,
     protocols: ProtocolMix,
-    modbus: Option<&ModbusFlags>,
-    broker: Option<&BrokerFlags>,
-    sparkplug: Option<&SparkplugFlags>,
+    faces: Flags<'_>,
 ) -> anyhow::Result<()> {
+    let Flags {
+        modbus,
+        opcua,
+        broker,
+        sparkplug,
+    } = faces;
     let plan = FleetPlan::new(FleetSpec {
         devices: common.devices,
         seed: common.seed,
@@ -236,6 +317,9 @@ async fn serve(
     }
     if let Some(s) = sparkplug {
         setup.devices_per_node = s.devices_per_node;
+    }
+    if let Some(o) = opcua {
+        setup.opcua = o.options(&common.out)?;
     }
     let mut fleet = RunningFaces::start(&plan, setup).await?;
     report(&plan, &fleet);

@@ -5,8 +5,10 @@
 //!
 //! - [`ingest`]: gateway streams into a registry.
 //! - [`modbus`]: one gateway polling simulated Modbus TCP devices, beside pymodbus.
+//! - [`opcua`]: one gateway subscribing to a simulated OPC UA server, beside asyncua.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod ingest;
 pub mod modbus;
+pub mod opcua;
 mod process;

@@ -96,6 +96,7 @@ const REPORTING_TIMEOUT: Duration = Duration::from_secs(20);
 const LOG_LIMITS: LogLimits = LogLimits {
     problems: 10,
     max_line: Some(400),
+    keep: None,
 };
 
 /// Runs the bench.

@@ -36,6 +36,9 @@ pub(crate) struct LogLimits {
     /// Longest a kept line may be (in bytes; longer ones are cut and end
     /// in `…`); `None` keeps lines whole.
     pub(crate) max_line: Option<usize>,
+    /// Lines containing this text are also kept, whole (the figures a
+    /// bench reads from a child's log).
+    pub(crate) keep: Option<&'static str>,
 }
 
 /// What a process printed.
@@ -47,6 +50,9 @@ pub(crate) struct LogSummary {
     pub(crate) errors: u64,
     /// The first WARN and ERROR lines.
     pub(crate) problems: Vec<String>,
+    /// Lines containing [`LogLimits::keep`].
+    #[serde(skip)]
+    pub(crate) kept: Vec<String>,
     /// The last lines.
     #[serde(skip)]
     tail: VecDeque<String>,
@@ -55,6 +61,11 @@ pub(crate) struct LogSummary {
 impl LogSummary {
     fn add(&mut self, line: &str, limits: LogLimits) {
         let mut line = strip_ansi(line);
+        if let Some(keep) = limits.keep
+            && line.contains(keep)
+        {
+            self.kept.push(line.clone());
+        }
         if let Some(max) = limits.max_line
             && line.len() > max
         {
@@ -554,6 +565,7 @@ mod tests {
     const LIMITS: LogLimits = LogLimits {
         problems: 10,
         max_line: Some(400),
+        keep: None,
     };
 
     #[test]
@@ -575,6 +587,7 @@ mod tests {
         let limits = LogLimits {
             problems: 1,
             max_line: None,
+            keep: None,
         };
         log.add(&format!("t  WARN {}", "x".repeat(1000)), limits);
         log.add("t  WARN second", limits);

@@ -388,6 +388,7 @@ impl GatewayConfig {
         Ok(DriverConfig {
             section: self.drivers.get(kind.section()),
             devices,
+            data_dir: &self.data_dir,
         })
     }
 
@@ -416,7 +417,12 @@ impl GatewayConfig {
             if section.is_none() && devices.is_empty() {
                 continue;
             }
-            match kind.configure(DriverConfig { section, devices }) {
+            let input = DriverConfig {
+                section,
+                devices,
+                data_dir: &self.data_dir,
+            };
+            match kind.configure(input) {
                 Ok(driver) => {
                     count += driver.device_count();
                     drivers.push(driver);
@@ -540,11 +546,11 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-        assert_eq!(settings.configured_devices, 2);
+        assert_eq!(settings.configured_devices, 3);
         assert_eq!(
             settings.drivers.len(),
-            1,
-            "only the Modbus driver has devices"
+            2,
+            "the Modbus and OPC UA drivers have devices"
         );
         assert_eq!(settings.limits.max_tags_per_device, 10_000);
     }

@@ -232,6 +232,9 @@ impl Observer {
     }
 }
 
+/// Runs of the kit in this process, for their data directories.
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 const GATEWAY_HEAD: &str = "gateway_id = \"conformance\"\n[uplink]\nregistry = \"http://127.0.0.1:1\"\ntoken = \"conformance-kit-token\"\n";
 
 /// Runs every check against `face` with the driver of `kind`.
@@ -243,7 +246,17 @@ pub async fn run<F: Face>(
     face: &mut F,
     options: &KitOptions,
 ) -> Result<Report, KitFailure> {
-    let text = format!("{GATEWAY_HEAD}{}", face.config());
+    // The driver's own files (certificates) go to a directory of the run's.
+    let data_dir = std::env::temp_dir().join(format!(
+        "fieldlink-conformance-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Relaxed)
+    ));
+    let text = format!(
+        "data_dir = \"{}\"\n{GATEWAY_HEAD}{}",
+        data_dir.display().to_string().replace('\\', "/"),
+        face.config()
+    );
     let config = GatewayConfig::from_toml(&text).map_err(|e| fail("config", e.to_string()))?;
     let input = config
         .driver_config(kind)
@@ -290,6 +303,7 @@ pub async fn run<F: Face>(
         }
         Ok(_) => {}
     }
+    let _ = std::fs::remove_dir_all(&data_dir);
     Ok(Report {
         protocol,
         checks,

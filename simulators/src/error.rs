@@ -41,6 +41,9 @@ pub enum SimError {
     /// The operating system's random source failed (tenant tokens).
     #[error("no random numbers for tenant tokens: {0}")]
     Random(String),
+    /// A simulated server could not be built or started.
+    #[error("simulated server: {0}")]
+    Server(String),
     /// A shard process could not be started or failed.
     #[error("shard process for devices {from}..{to}: {message}")]
     Shard {

@@ -5,7 +5,10 @@
 //!
 //! [`Faults`] is shared by a face's connections; [`FaultStream`] wraps one
 //! connection and applies its device's fault on every read and write, so a
-//! face gets the faults without knowing about them.
+//! face gets the faults without knowing about them. A face whose server
+//! owns its sockets (a library server that binds its own listener) sits
+//! behind a [`FaultProxy`], which relays every connection through a
+//! [`FaultStream`].
 
 use std::collections::HashMap;
 use std::io;
@@ -15,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// What is wrong with a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -190,8 +196,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FaultStream<S> {
         let this = self.get_mut();
         match this.check() {
             Err(e) => Poll::Ready(Err(e)),
-            // A hung device swallows what it would answer.
-            Ok(Fault::Hung) => Poll::Ready(Ok(buf.len())),
+            // A hung device answers nothing: what it would write waits (and
+            // goes out intact if it recovers).
+            Ok(Fault::Hung) => {
+                this.faults.park(this.id, cx.waker());
+                match this.check() {
+                    Ok(Fault::Hung) => Poll::Pending,
+                    _ => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                }
+            }
             Ok(Fault::Garbage) => {
                 let garbage: Vec<u8> = buf.iter().map(|b| b ^ 0xA5).collect();
                 Pin::new(&mut this.stream).poll_write(cx, &garbage)
@@ -206,6 +222,76 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FaultStream<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// A TCP relay in front of a server: every accepted connection is relayed
+/// to the current target through a [`FaultStream`] of key `key`, so the
+/// faults of `key` apply to it (off: refused; hung: nothing relayed;
+/// garbage: answers corrupted; restart: dropped). The target can change
+/// (a restarted server listens elsewhere).
+#[derive(Debug)]
+pub struct FaultProxy {
+    target: watch::Sender<std::net::SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Relays connections accepted on `listener` to `target`.
+    pub fn start(
+        listener: TcpListener,
+        target: std::net::SocketAddr,
+        faults: Faults,
+        key: u32,
+    ) -> FaultProxy {
+        let (tx, rx) = watch::channel(target);
+        let task = tokio::spawn(relay_loop(listener, rx, faults, key));
+        FaultProxy { target: tx, task }
+    }
+
+    /// Relays new connections to `target` from now on.
+    pub fn retarget(&self, target: std::net::SocketAddr) {
+        self.target.send_replace(target);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay_loop(
+    listener: TcpListener,
+    target: watch::Receiver<std::net::SocketAddr>,
+    faults: Faults,
+    key: u32,
+) {
+    let mut relays = tokio::task::JoinSet::new();
+    loop {
+        let (inbound, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("proxy accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while relays.try_join_next().is_some() {}
+        if faults.get(key) == Fault::Off {
+            continue; // dropped at once: switched off
+        }
+        let to = *target.borrow();
+        let faults = faults.clone();
+        relays.spawn(async move {
+            let Ok(mut outbound) = TcpStream::connect(to).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let mut inbound = faults.wrap(key, inbound);
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        });
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`signal`]: deterministic signal models; [`SimDevice::words`] is the
 //!   pure function behind every register the server answers.
 //! - [`server`]: the Modbus TCP face, one loopback listener per device.
+//! - [`opcua`]: the OPC UA face, devices as objects on `async-opcua`
+//!   servers.
 //! - [`plan`]: which device has which type, tenant and endpoint.
 //! - [`files`]: `manifest.csv`, `tenants.toml` and per-tenant gateway configs.
 //! - [`fleet`]: serving a plan in this process or in shard processes.
@@ -42,6 +44,7 @@ pub mod faults;
 pub mod files;
 pub mod fleet;
 pub mod mqtt;
+pub mod opcua;
 pub mod plan;
 pub mod server;
 pub mod signal;
@@ -51,12 +54,13 @@ mod stop;
 pub use catalog::{CATALOG, DeviceType, TagDef};
 pub use control::Controls;
 pub use error::SimError;
-pub use faults::{Fault, Faults};
+pub use faults::{Fault, FaultProxy, Faults};
 pub use files::{
-    DEFAULT_REGISTRY_URL, FaceFiles, MANIFEST_HEADER, ModbusFiles, MqttFiles, SparkplugFiles,
-    WrittenFiles,
+    DEFAULT_REGISTRY_URL, FaceFiles, MANIFEST_HEADER, ModbusFiles, MqttFiles, OpcUaFiles,
+    SparkplugFiles, WrittenFiles,
 };
 pub use fleet::{DEFAULT_SHARD_SIZE, RunOptions, RunningFleet, ShardArgs, ShardCommand, run_shard};
+pub use opcua::{OpcUaFaults, OpcUaFleet, OpcUaOptions};
 pub use plan::{
     DEFAULT_PORT, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan, FleetSpec, Mix, PlannedDevice,
     ProtocolMix, Tenant, TenantSpec, device_addr, parse_interval,

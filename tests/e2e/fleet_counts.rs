@@ -292,3 +292,74 @@ async fn sim_sparkplug_fleet_on_its_own_fieldlink_broker_counts_equal_the_manife
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_opcua_fleet_counts_equal_its_manifest_by_class_and_cloud() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fleet");
+    // Three servers of 16, 16 and 8 devices; ports from a free base.
+    let base = crate::support::peers::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+        .args([
+            "sim",
+            "opcua",
+            "--devices",
+            "40",
+            "--devices-per-server",
+            "16",
+        ])
+        .args([
+            "--interval",
+            "200ms",
+            "--opcua-port",
+            &base.to_string(),
+            "--out",
+        ])
+        .arg(&out)
+        .env("FIELDLINK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let sim = Sim(child);
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("fleet:"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("opc-ua: 40 devices on 3 servers")),
+        "{lines:?}"
+    );
+
+    let config = dir.path().join("registry.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\n", dir.path().join("registry").display()),
+    )
+    .unwrap();
+    let tenants = out.join("tenants.toml");
+    let registry =
+        RegistryProcess::spawn_with(&config, &[OsStr::new("--tenants"), tenants.as_os_str()]);
+    let gateways: Vec<Gateway> = ["public-a", "private-b"]
+        .iter()
+        .map(|t| {
+            Gateway(
+                Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+                    .args(["gateway", "--config"])
+                    .arg(out.join("gateways").join(format!("{t}.toml")))
+                    .args(["--registry", &registry.grpc])
+                    .env("FIELDLINK_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_counts_equal_manifest(&registry, &out.join("manifest.csv"), 40, &["opc-ua"]).await;
+    drop(gateways);
+    drop(sim);
+}

@@ -24,6 +24,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const LOG_LIMITS: LogLimits = LogLimits {
     problems: 20,
     max_line: None,
+    keep: None,
 };
 
 /// A running registry child process.

@@ -104,6 +104,7 @@
 pub mod modbus;
 pub mod mqtt;
 pub mod mqtt_source;
+pub mod opcua;
 pub mod poll;
 mod sink;
 pub mod sparkplug;
@@ -150,6 +151,9 @@ pub struct DriverConfig<'a> {
     pub section: Option<&'a toml::Value>,
     /// The configured devices whose protocol the kind serves, in file order.
     pub devices: Vec<ConfiguredDevice<'a>>,
+    /// The gateway's data directory: a driver keeps files of its own
+    /// (certificates, state) under it unless its config says otherwise.
+    pub data_dir: &'a std::path::Path,
 }
 
 /// A configured device, its common keys already checked.
@@ -208,6 +212,7 @@ impl std::fmt::Debug for Resources {
 /// The driver kinds compiled into this gateway.
 pub static KINDS: &[&dyn DriverKind] = &[
     &modbus::ModbusKind,
+    &opcua::OpcUaKind,
     &mqtt::MqttKind,
     &sparkplug::SparkplugKind,
 ];

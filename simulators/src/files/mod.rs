@@ -11,6 +11,7 @@
 
 mod modbus;
 mod mqtt;
+mod opcua;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 pub use modbus::{IDENT_INTERVAL, ModbusFiles};
 pub use mqtt::{MqttFiles, SparkplugFiles};
+pub use opcua::OpcUaFiles;
 
 use crate::error::SimError;
 use crate::plan::{FleetPlan, PlannedDevice};

@@ -4,4 +4,5 @@
 mod link;
 mod modbus;
 mod mqtt;
+mod opcua;
 mod sparkplug;

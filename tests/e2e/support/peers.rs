@@ -27,6 +27,11 @@ pub fn python_with_pymodbus() -> Option<PathBuf> {
     python_with("pymodbus", "pymodbus", "FIELDLINK_PYTHON", "venv")
 }
 
+/// The Python interpreter with asyncua.
+pub fn python_with_asyncua() -> Option<PathBuf> {
+    python_with("asyncua", "asyncua", "FIELDLINK_PYTHON", "venv")
+}
+
 /// The Python interpreter with paho-mqtt 2.
 pub fn python_with_paho() -> Option<PathBuf> {
     python_with("paho.mqtt.client", "paho-mqtt", "FIELDLINK_PYTHON", "venv")
