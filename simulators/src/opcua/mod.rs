@@ -209,7 +209,7 @@ fn build(
         .host(options.host.to_string())
         .port(port)
         .pki_dir(options.pki_dir.clone())
-        .create_sample_keypair(options.security)
+        .create_sample_keypair(true)
         .trust_client_certs(true)
         .diagnostics_enabled(false)
         .max_sessions(64)
@@ -327,17 +327,16 @@ impl OpcUaFleet {
                 .store(options.devices_per_server.max(1), Relaxed);
             f.first.store(plan.range_of(Protocol::OpcUa).start, Relaxed);
         }
-        if options.security {
-            std::fs::create_dir_all(&options.pki_dir)
-                .map_err(|e| SimError::io(&options.pki_dir, e))?;
-        }
+        // A certificate even without security endpoints: without one the
+        // library logs errors on every plain channel.
+        std::fs::create_dir_all(&options.pki_dir).map_err(|e| SimError::io(&options.pki_dir, e))?;
         let mut servers = Vec::with_capacity(ranges.len());
         for (k, devices) in ranges.into_iter().enumerate() {
             let want = if options.base_port == 0 {
                 0
             } else {
                 u16::try_from(u32::from(options.base_port) + k as u32)
-                    .map_err(|_| SimError::spec("--port", "base port + servers passes 65535"))?
+                    .map_err(|_| SimError::spec("--opcua-port", "base port + servers passes 65535"))?
             };
             let addr = SocketAddr::from((options.host, want));
             let public = TcpListener::bind(addr)
