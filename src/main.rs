@@ -115,8 +115,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FIELDLINK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,opcua_client::config=error"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("FIELDLINK_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,rumqttd=warn,opcua_client::config=error")
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

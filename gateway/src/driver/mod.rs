@@ -119,7 +119,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::DeviceInfo;
 
-pub use sink::{Declared, DriverEvent, Limits, Reading, Sink, SinkError};
+pub use sink::{Declared, DriverEvent, Limits, MAX_TAG_NAME_BYTES, Reading, Sink, SinkError};
 
 /// The future of a running driver.
 pub type BoxRun = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

@@ -89,8 +89,9 @@ pub struct Declared {
     /// The device's handle.
     pub device: DeviceHandle,
     /// The id of each declared tag, in the order given; `None` for a tag
-    /// beyond the gateway's `max_tags_per_device` (it is not announced, and
-    /// its values cannot be sent).
+    /// beyond the gateway's `max_tags_per_device` or whose name is empty or
+    /// longer than [`MAX_TAG_NAME_BYTES`] (it is not announced, and its
+    /// values cannot be sent).
     pub tags: Vec<Option<TagId>>,
 }
 
@@ -125,6 +126,9 @@ pub enum SinkError {
         limit: usize,
     },
 }
+
+/// Longest tag name a driver may declare, in bytes.
+pub const MAX_TAG_NAME_BYTES: usize = 128;
 
 /// Bounds on what drivers may declare (discovery is driven by devices, so
 /// by input from outside).
@@ -251,6 +255,9 @@ impl Sink {
         for tag in tags {
             let id = match entry.ids.get(&tag.name) {
                 Some(&id) => Some(id),
+                // Names come from devices (JSON keys, Sparkplug metrics):
+                // bounded here for every driver.
+                None if tag.name.is_empty() || tag.name.len() > MAX_TAG_NAME_BYTES => None,
                 None if entry.tags.len() < self.limits.max_tags_per_device => {
                     // Fits: the table is bounded by max_tags_per_device.
                     let id = entry.tags.len() as TagId;
@@ -405,6 +412,19 @@ mod tests {
             }
             other => panic!("expected an announce, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn tag_names_are_bounded() {
+        let (sink, _rx) = sink(10);
+        let long = TagInfo::new("x".repeat(MAX_TAG_NAME_BYTES + 1), ValueKind::Int);
+        let longest = TagInfo::new("y".repeat(MAX_TAG_NAME_BYTES), ValueKind::Int);
+        let empty = TagInfo::new("", ValueKind::Int);
+        let declared = sink
+            .declare(info("x", Protocol::MqttJson), &[long, longest, empty])
+            .await
+            .unwrap();
+        assert_eq!(declared.tags, [None, Some(0), None]);
     }
 
     #[tokio::test]

@@ -335,8 +335,9 @@ impl OpcUaFleet {
             let want = if options.base_port == 0 {
                 0
             } else {
-                u16::try_from(u32::from(options.base_port) + k as u32)
-                    .map_err(|_| SimError::spec("--opcua-port", "base port + servers passes 65535"))?
+                u16::try_from(u32::from(options.base_port) + k as u32).map_err(|_| {
+                    SimError::spec("--opcua-port", "base port + servers passes 65535")
+                })?
             };
             let addr = SocketAddr::from((options.host, want));
             let public = TcpListener::bind(addr)
