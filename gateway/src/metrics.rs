@@ -28,6 +28,9 @@ pub struct DriverMetrics {
     pub ignored: AtomicU64,
     /// Devices discovered at run time.
     pub discovered: AtomicU64,
+    /// Messages received from devices by drivers they push to (MQTT
+    /// publishes handed to the MQTT JSON driver), whatever became of them.
+    pub messages: AtomicU64,
     poll_buckets: [AtomicU64; POLL_BUCKETS.len()],
     poll_count: AtomicU64,
     poll_sum_micros: AtomicU64,
@@ -63,6 +66,7 @@ impl DriverMetrics {
             &self.malformed,
             &self.ignored,
             &self.discovered,
+            &self.messages,
             &self.poll_count,
         ]
         .iter()
@@ -197,7 +201,7 @@ impl Metrics {
             .filter(|(_, d)| d.is_used())
             .collect();
         type Counter = fn(&DriverMetrics) -> &AtomicU64;
-        let counters: [(&str, &str, Counter); 7] = [
+        let counters: [(&str, &str, Counter); 8] = [
             (
                 "requests",
                 "Requests sent to devices (reads, subscriptions, ...).",
@@ -230,6 +234,11 @@ impl Metrics {
                 "discovered_devices",
                 "Devices discovered at run time.",
                 |d| &d.discovered,
+            ),
+            (
+                "messages",
+                "Messages received from devices by push drivers (MQTT publishes), whatever became of them.",
+                |d| &d.messages,
             ),
         ];
         for (name, help, counter) in counters {
@@ -274,11 +283,16 @@ mod tests {
     fn driver_counters_are_labelled_by_protocol() {
         let m = Metrics::default();
         m.driver(Protocol::OpcUa).malformed.fetch_add(3, Relaxed);
+        m.driver(Protocol::MqttJson).messages.fetch_add(7, Relaxed);
         m.driver(Protocol::ModbusTcp)
             .observe_poll(Duration::from_millis(3));
         let text = m.render();
         assert!(
             text.contains("fieldlink_gateway_driver_malformed_total{protocol=\"opc-ua\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fieldlink_gateway_driver_messages_total{protocol=\"mqtt-json\"} 7"),
             "{text}"
         );
         assert!(

@@ -50,6 +50,10 @@ use crate::metrics::DriverMetrics;
 const BATCH_EVENTS: usize = 256;
 /// Time allowed to disconnect cleanly at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Statuses of devices not registered yet kept for their registration (a
+/// broker need not deliver a device's status and meta topics in the order
+/// it published them: rumqttd keeps a log per topic).
+const MAX_PENDING_STATUSES: usize = 65_536;
 
 /// The MQTT JSON family: section `mqtt`, protocol `mqtt-json`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -174,6 +178,9 @@ struct Runner {
     by_topic: HashMap<Box<str>, usize>,
     /// Embedded broker: the devices each client published for.
     clients: HashMap<Arc<str>, Vec<usize>>,
+    /// The latest status of each device not registered yet (at most
+    /// [`MAX_PENDING_STATUSES`]), applied when it registers.
+    pending_status: HashMap<Box<str>, bool>,
     readings: Vec<Reading>,
     limiter: LogLimiter,
     url: String,
@@ -195,6 +202,7 @@ impl Runner {
             by_id: HashMap::new(),
             by_topic: HashMap::new(),
             clients: HashMap::new(),
+            pending_status: HashMap::new(),
             readings: Vec::with_capacity(1024),
             limiter: LogLimiter::default(),
             url,
@@ -309,6 +317,7 @@ impl Runner {
                 Ok(())
             }
             SourceEvent::Mqtt(MqttEvent::Publish(p)) => {
+                self.metrics().messages.fetch_add(1, RELAXED);
                 let refusal = self.publish(&p).await?;
                 if let Some(refusal) = refusal {
                     self.refuse(&p.topic, refusal);
@@ -331,7 +340,22 @@ impl Runner {
                 reason,
             }) => {
                 let mut gone = self.clients.remove(&client.client_id).unwrap_or_default();
-                gone.extend(self.client_device(&client));
+                match self.client_device(&client) {
+                    Some(i) => gone.push(i),
+                    // Gone before its registration arrived.
+                    None => {
+                        for id in client
+                            .username
+                            .as_deref()
+                            .into_iter()
+                            .chain([&*client.client_id])
+                        {
+                            if let Some(online) = self.pending_status.get_mut(id) {
+                                *online = false;
+                            }
+                        }
+                    }
+                }
                 let why = if clean {
                     format!("client disconnected ({reason})")
                 } else {
@@ -527,6 +551,17 @@ impl Runner {
             online: false,
             last_seen: Instant::now(),
         });
+        if let Some(online) = self
+            .pending_status
+            .remove(self.devices[index].info.id.as_str())
+        {
+            let reason = if online {
+                "status online (received before the registration)"
+            } else {
+                "status offline (received before the registration)"
+            };
+            self.set_online(index, online, reason).await?;
+        }
         Ok(Ok(index))
     }
 
@@ -729,14 +764,12 @@ impl Runner {
     }
 
     async fn status(&mut self, id: &str, p: &MqttPublish) -> Result<Option<Refusal>, SinkError> {
-        let Some(&i) = self.by_id.get(id) else {
-            return Ok(Some(Refusal::Ignored(format!(
-                "status of unknown device `{id}`"
-            ))));
-        };
         if p.payload.len() > 1024 {
             return Ok(Some(self.oversized(p)));
         }
+        let Some(&i) = self.by_id.get(id) else {
+            return Ok(self.pend_status(id, &p.payload));
+        };
         match parse_status(&p.payload) {
             Some(online) => {
                 let reason = if online {
@@ -751,6 +784,26 @@ impl Runner {
                 "status must be `online` or `offline`".to_owned(),
             ))),
         }
+    }
+
+    /// Keeps the status of a device not registered yet, for when it does.
+    fn pend_status(&mut self, id: &str, payload: &[u8]) -> Option<Refusal> {
+        let Some(online) = parse_status(payload) else {
+            return Some(Refusal::Malformed(
+                "status must be `online` or `offline`".to_owned(),
+            ));
+        };
+        if let Some(pending) = self.pending_status.get_mut(id) {
+            *pending = online;
+            return None;
+        }
+        if self.pending_status.len() >= MAX_PENDING_STATUSES {
+            return Some(Refusal::Ignored(format!(
+                "status of unknown device `{id}` (and {MAX_PENDING_STATUSES} others already wait for their registration)"
+            )));
+        }
+        self.pending_status.insert(id.into(), online);
+        None
     }
 
     async fn meta(&mut self, id: &str, p: &MqttPublish) -> Result<Option<Refusal>, SinkError> {

@@ -445,6 +445,11 @@ category = "safety"
         3,
         "another tenant's client, another tenant's topic, fields over the tag limit"
     );
+    assert_eq!(
+        d.messages.load(Relaxed),
+        11,
+        "every publish is a message handled, refused or not"
+    );
     h.stop().await;
 }
 
@@ -536,5 +541,48 @@ async fn silent_devices_expire_after_offline_after() {
         .await;
     h.until(|s| *s == Seen::Status("quiet".into(), true)).await;
     h.until(|s| *s == Seen::Status("quiet".into(), false)).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_that_arrives_before_the_registration_is_applied_by_it() {
+    // A broker keeps a log per topic (rumqttd does): a device's retained
+    // status may reach the driver before its retained meta.
+    let text = AUTO.replace(
+        "[[mqtt.topics]]",
+        "status_topic = \"{tenant}/{device_id}/status\"\n[[mqtt.topics]]",
+    );
+    let mut h = start(&text, 10).await;
+    let meta = "{\"category\":\"robots\"}";
+    h.send(publish("acme/early/status", "online", None, true))
+        .await;
+    h.send(publish("acme/early/meta", meta, None, true)).await;
+    let seen = h.until(|s| *s == Seen::Status("early".into(), true)).await;
+    assert_eq!(
+        seen,
+        [
+            Seen::Announce("early".into(), vec![]),
+            Seen::Status("early".into(), true)
+        ]
+    );
+    // The latest status wins: online then offline before the registration
+    // leaves the device offline.
+    h.send(publish("acme/flaky/status", "online", None, true))
+        .await;
+    h.send(publish("acme/flaky/status", "offline", None, true))
+        .await;
+    h.send(publish("acme/flaky/meta", meta, None, true)).await;
+    h.send(publish("acme/marker/status", "online", None, true))
+        .await;
+    h.send(publish("acme/marker/meta", meta, None, true)).await;
+    let seen = h.until(|s| *s == Seen::Status("marker".into(), true)).await;
+    assert!(seen.contains(&Seen::Announce("flaky".into(), vec![])));
+    assert!(
+        !seen.contains(&Seen::Status("flaky".into(), true)),
+        "{seen:?}"
+    );
+    let d = h.metrics.driver(fieldlink_model::Protocol::MqttJson);
+    assert_eq!(d.ignored.load(Relaxed), 0);
+    assert_eq!(d.malformed.load(Relaxed), 0);
     h.stop().await;
 }
