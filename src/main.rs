@@ -7,6 +7,7 @@ mod demo_cmd;
 mod fleet_broker;
 mod fleet_run;
 mod gateway_cmd;
+mod logging;
 mod registry_cmd;
 mod report;
 mod sim_cmd;
@@ -62,6 +63,10 @@ enum BenchCommand {
     /// Subscribe one gateway to N items of a simulated OPC UA server, then asyncua; items
     /// created per second, value changes per second into the registry, RSS per item, ratios.
     Opcua(fieldlink_bench::opcua::OpcUaArgs),
+    /// MQTT JSON device clients through `fieldlink broker` into the gateway and the registry,
+    /// then the same through mosquitto; connect rate, broker RSS per connection, messages/s
+    /// end to end, CPU per 1 000 messages, latency, and the ratios.
+    Mqtt(fieldlink_bench::mqtt::MqttArgs),
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -69,7 +74,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,6 +103,9 @@ fn main() -> ExitCode {
             Command::Bench(BenchArgs {
                 bench: BenchCommand::Opcua(args),
             }) => fieldlink_bench::opcua::run(args).await,
+            Command::Bench(BenchArgs {
+                bench: BenchCommand::Mqtt(args),
+            }) => fieldlink_bench::mqtt::run(args).await,
         }
     });
     match result {
@@ -112,17 +120,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("FIELDLINK_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,rumqttd=warn,opcua_client::config=error")
-        });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Prints a line to stdout; a closed stdout (the reader went away) is not

@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use fieldlink_model::mqtt::MqttLink;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +76,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// links and connections being taken over.
 const ROUTER_SPARE: usize = 1024;
 
+/// Connections the kernel queues for an MQTT listener before they are
+/// accepted (capped by `net.core.somaxconn`, 4096 on current kernels): a
+/// fleet reconnecting at once after a restart overflows tokio's default of
+/// 1024, and every dropped SYN costs its client a second or more.
+const MQTT_BACKLOG: u32 = 4096;
+/// The same for `/metrics`.
+const HTTP_BACKLOG: u32 = 128;
+
 /// The listeners the broker serves; the caller binds them (port 0 in tests).
 #[derive(Debug)]
 pub struct Listeners {
@@ -93,19 +101,27 @@ impl Listeners {
     /// # Errors
     /// `BrokerError::Listen` naming the address.
     pub async fn bind(settings: &Settings) -> Result<Listeners, BrokerError> {
-        async fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BrokerError::Listen { addr, source })
+        fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, BrokerError> {
+            let listen = || {
+                let socket = if addr.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.set_reuseaddr(true)?;
+                socket.bind(addr)?;
+                socket.listen(backlog)
+            };
+            listen().map_err(|source| BrokerError::Listen { addr, source })
         }
         Ok(Listeners {
-            mqtt: bind(settings.listen).await?,
+            mqtt: bind(settings.listen, MQTT_BACKLOG)?,
             tls: match &settings.tls {
-                Some(t) => Some(bind(t.listen).await?),
+                Some(t) => Some(bind(t.listen, MQTT_BACKLOG)?),
                 None => None,
             },
             metrics: match settings.metrics {
-                Some(addr) => Some(bind(addr).await?),
+                Some(addr) => Some(bind(addr, HTTP_BACKLOG)?),
                 None => None,
             },
         })
