@@ -6,9 +6,19 @@
 //! - [`ingest`]: gateway streams into a registry.
 //! - [`modbus`]: one gateway polling simulated Modbus TCP devices, beside pymodbus.
 //! - [`opcua`]: one gateway subscribing to a simulated OPC UA server, beside asyncua.
+//! - [`mqtt`]: MQTT JSON device clients through `fieldlink broker` into the
+//!   gateway and the registry, beside the same through mosquitto.
+//!
+//! [`fleet_broker`] is the broker config of a simulated fleet, shared with
+//! the binary's `sim` and `demo`.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod common;
+pub mod fleet_broker;
 pub mod ingest;
 pub mod modbus;
+pub mod mqtt;
 pub mod opcua;
 mod process;
+mod prometheus;
+mod registry;

@@ -32,7 +32,6 @@
 mod gateway;
 mod layout;
 mod peer;
-mod registry;
 mod report;
 mod scrape;
 mod window;
@@ -48,14 +47,14 @@ pub use layout::Layout;
 use gateway::GatewayProcess;
 use layout::Load;
 use peer::{PeerOut, Python};
-use registry::RegistryProcess;
 use report::{
     ArgsOut, FleetOut, GatewayOut, LoadOut, MachineOut, Ratios, RegistryOut, Results, per_cpu,
     per_sec,
 };
 use window::{Watched, Window};
 
-use crate::process::{self, LogLimits};
+use crate::process::{self, LogLimits, Tenant};
+use crate::registry::RegistryProcess;
 
 /// Flags of `fieldlink bench modbus`.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,6 +90,12 @@ pub struct ModbusArgs {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the registry may take to count every device as reporting.
 const REPORTING_TIMEOUT: Duration = Duration::from_secs(20);
+/// The registry's one tenant.
+const TENANT: Tenant = Tenant {
+    name: "bench-modbus",
+    cloud: "public",
+    token: "bench-modbus-token-0001",
+};
 /// How much of each child's log is kept: its first 10 warning and error
 /// lines, each cut at 400 bytes.
 const LOG_LIMITS: LogLimits = LogLimits {
@@ -110,7 +115,7 @@ pub async fn run(args: ModbusArgs) -> anyhow::Result<()> {
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let busy_before = machine_busy_share(Duration::from_secs(1)).await;
+    let busy_before = process::machine_busy_share(Duration::from_secs(1)).await;
     if let Some(busy) = busy_before.filter(|b| *b > 0.2) {
         println!(
             "note: the machine is already {:.0} % busy: other work skews the figures",
@@ -160,7 +165,7 @@ pub async fn run(args: ModbusArgs) -> anyhow::Result<()> {
     // gateway and peer processes (`kill_on_drop`); the fleet stops below.
     let outcome = tokio::select! {
         outcome = drive(&args, &plan, &load, dir.path(), &fleet, started_unix) => outcome,
-        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}; stopped everything")),
+        signal = process::interrupted() => Err(anyhow::anyhow!("interrupted by {signal}; stopped everything")),
     };
     let outcome = outcome.map(|(mut results, peer_error)| {
         results.machine.busy_before = busy_before;
@@ -223,42 +228,6 @@ fn note(load: &Load) -> String {
 /// Warm-up after every session is up: two polls, at least a second.
 fn warmup(interval: Duration) -> Duration {
     (interval * 2).max(Duration::from_secs(1))
-}
-
-/// Completes on Ctrl-C or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
-    let ctrl_c = async {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => "Ctrl-C",
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-                "SIGTERM"
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<&'static str>();
-    tokio::select! {
-        name = ctrl_c => name,
-        name = terminate => name,
-    }
-}
-
-/// Share of the machine's cores busy over `span`.
-async fn machine_busy_share(span: Duration) -> Option<f64> {
-    let before = process::machine_busy_seconds()?;
-    tokio::time::sleep(span).await;
-    let after = process::machine_busy_seconds()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    Some((after - before) / span.as_secs_f64() / cores)
 }
 
 /// The gateway part, then the peer.
@@ -390,7 +359,7 @@ async fn measure_gateway(
     fleet: &RunningFleet,
 ) -> anyhow::Result<GatewayPart> {
     println!("starting a registry ...");
-    let registry = RegistryProcess::start(dir)
+    let registry = RegistryProcess::start(dir, TENANT, LOG_LIMITS)
         .await
         .context("the registry did not start")?;
     println!(
@@ -426,12 +395,12 @@ async fn with_registry(
     fleet: &RunningFleet,
     registry: &RegistryProcess,
 ) -> anyhow::Result<GatewayPart> {
-    let metrics = gateway::free_local_addr()?;
+    let metrics = crate::common::free_local_addr()?;
     let config = gateway::config_text(
         plan,
         load,
         registry.process().grpc_url(),
-        registry::TOKEN,
+        TENANT.token,
         &dir.join("gateway-data"),
         metrics,
     )?;

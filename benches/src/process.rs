@@ -135,38 +135,8 @@ impl ChildProcess {
         S: AsRef<OsStr>,
     {
         let exe = std::env::current_exe().context("cannot find the fieldlink binary")?;
-        let mut child = Command::new(&exe)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot run {} for the {name}", exe.display()))?;
-        let pid = child
-            .id()
-            .with_context(|| format!("the {name} exited at once"))?;
-        let log = Arc::new(Mutex::new(LogSummary::default()));
-        let mut readers = Vec::new();
-        if let Some(stderr) = child.stderr.take() {
-            readers.push(tokio::spawn(collect(stderr, log.clone(), limits, None)));
-        }
-        let stdout = child.stdout.take().context("no stdout pipe")?;
         let (line_tx, line_rx) = oneshot::channel();
-        readers.push(tokio::spawn(collect(
-            stdout,
-            log.clone(),
-            limits,
-            Some((ready, line_tx)),
-        )));
-        let mut process = ChildProcess {
-            name,
-            child,
-            pid,
-            log,
-            readers,
-        };
+        let mut process = ChildProcess::spawn(name, &exe, args, limits, Some((ready, line_tx)))?;
         match tokio::time::timeout(timeout, line_rx).await {
             Ok(Ok(line)) => Ok((process, line)),
             Ok(Err(_)) => {
@@ -190,6 +160,66 @@ impl ChildProcess {
                 );
             }
         }
+    }
+
+    /// Starts `program` (another program than this binary) with `args`
+    /// and returns at once: the caller tells when it is ready (a port that
+    /// answers). Its log is summarized within `limits`.
+    ///
+    /// # Errors
+    /// When the program cannot start.
+    pub(crate) fn spawn_program<I, S>(
+        name: &'static str,
+        program: &Path,
+        args: I,
+        limits: LogLimits,
+    ) -> anyhow::Result<ChildProcess>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        ChildProcess::spawn(name, program, args, limits, None)
+    }
+
+    /// Spawns `program`, its output collected; the first stdout line
+    /// starting with `ready`'s prefix goes to its sender.
+    fn spawn<I, S>(
+        name: &'static str,
+        program: &Path,
+        args: I,
+        limits: LogLimits,
+        ready: Option<(&'static str, oneshot::Sender<String>)>,
+    ) -> anyhow::Result<ChildProcess>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot run {} for the {name}", program.display()))?;
+        let pid = child
+            .id()
+            .with_context(|| format!("the {name} exited at once"))?;
+        let log = Arc::new(Mutex::new(LogSummary::default()));
+        let mut readers = Vec::new();
+        if let Some(stderr) = child.stderr.take() {
+            readers.push(tokio::spawn(collect(stderr, log.clone(), limits, None)));
+        }
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        readers.push(tokio::spawn(collect(stdout, log.clone(), limits, ready)));
+        Ok(ChildProcess {
+            name,
+            child,
+            pid,
+            log,
+            readers,
+        })
     }
 
     /// Process id.
@@ -448,6 +478,59 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Completes on Ctrl-C or SIGTERM, naming it.
+pub(crate) async fn interrupted() -> &'static str {
+    let ctrl_c = async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+                "SIGTERM"
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<&'static str>();
+    tokio::select! {
+        name = ctrl_c => name,
+        name = terminate => name,
+    }
+}
+
+/// Share of the machine's cores busy over `span`.
+pub(crate) async fn machine_busy_share(span: Duration) -> Option<f64> {
+    let before = machine_busy_seconds()?;
+    tokio::time::sleep(span).await;
+    let after = machine_busy_seconds()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    Some((after - before) / span.as_secs_f64() / cores)
+}
+
+/// The soft limit of open files of this process (`Max open files` of
+/// `/proc/self/limits`; children inherit it); `None` when unknown or
+/// unlimited.
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files(&limits)
+}
+
+fn parse_open_files(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// CPU seconds (user + system) process `pid` used so far.
 pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     stat_cpu_seconds(&format!("/proc/{pid}/stat"))
@@ -663,6 +746,21 @@ mod tests {
         assert!((busy - 3102.74).abs() < 1e-6, "{busy}");
         assert_eq!(parse_machine_busy("cpu0 1 2 3"), None);
         assert!(machine_busy_seconds().is_some());
+    }
+
+    #[test]
+    fn the_open_files_limit_is_the_soft_one() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             95000                95000                processes \n\
+                      Max open files            20000                40000                files     \n";
+        assert_eq!(parse_open_files(limits), Some(20000));
+        assert_eq!(
+            parse_open_files(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            None
+        );
+        assert!(open_files_limit().is_some_and(|n| n > 0));
     }
 
     #[test]

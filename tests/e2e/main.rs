@@ -5,6 +5,7 @@ mod support;
 
 mod bench_ingest;
 mod bench_modbus;
+mod bench_mqtt;
 mod broker_cli;
 mod config_errors;
 mod conformance;

@@ -232,14 +232,7 @@ pub(crate) struct CpuOut {
     pub(crate) other_seconds: Option<f64>,
 }
 
-/// `a / b`, 0 when `b` is 0.
-pub(crate) fn per_sec(a: u64, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        a as f64 / seconds
-    } else {
-        0.0
-    }
-}
+pub(crate) use crate::common::per_sec;
 
 fn mib(bytes: Option<u64>) -> String {
     bytes.map_or_else(

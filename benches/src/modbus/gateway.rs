@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use fieldlink_sim::FleetPlan;
 use super::LOG_LIMITS;
 use super::layout::Load;
 use super::scrape::{Scraper, Snapshot};
+use crate::common::quote;
 use crate::process::{ChildProcess, LogSummary, Stopped};
 
 /// Id of the bench's gateway.
@@ -97,20 +98,6 @@ pub(crate) fn config_text(
 }
 
 /// A TOML basic string (JSON escapes are valid TOML escapes).
-fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
-}
-
-/// A loopback address with a port free right now, for the metrics listener.
-///
-/// # Errors
-/// When no port can be bound.
-pub(crate) fn free_local_addr() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .context("cannot find a free port for the gateway's metrics")?;
-    listener.local_addr().context("no local address")
-}
-
 /// The running gateway.
 #[derive(Debug)]
 pub(crate) struct GatewayProcess {

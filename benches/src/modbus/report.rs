@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::layout::Layout;
 use super::peer::PeerOut;
-use super::registry::Counts;
 use super::scrape::PollLatency;
 use crate::process::{LogSummary, Stopped};
+use crate::registry::Counts;
 
 /// Everything one run measured.
 #[derive(Debug, Serialize)]
@@ -283,14 +283,7 @@ pub(crate) struct MachineOut {
     pub(crate) others_seconds: Option<f64>,
 }
 
-/// `n / seconds`, 0 for an empty window.
-pub(crate) fn per_sec(n: u64, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        n as f64 / seconds
-    } else {
-        0.0
-    }
-}
+pub(crate) use crate::common::per_sec;
 
 /// `n / cpu`, `None` without CPU figures.
 pub(crate) fn per_cpu(n: u64, cpu: Option<f64>) -> Option<f64> {

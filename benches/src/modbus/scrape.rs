@@ -2,13 +2,9 @@
 //! difference of two as a measuring window, and quantiles from the poll
 //! latency histogram.
 
-use std::time::Duration;
-
-use anyhow::Context;
 use serde::Serialize;
 
-/// How long one scrape may take.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::prometheus::Endpoint;
 
 /// The gateway figures the bench reads.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -188,20 +184,14 @@ pub(crate) struct PollLatency {
 /// Scrapes the gateway's metrics.
 #[derive(Debug, Clone)]
 pub(crate) struct Scraper {
-    client: reqwest::Client,
-    url: String,
+    endpoint: Endpoint,
 }
 
 impl Scraper {
     /// A scraper of `http://ADDR/metrics`.
     pub(crate) fn new(addr: std::net::SocketAddr) -> anyhow::Result<Scraper> {
-        let client = reqwest::Client::builder()
-            .timeout(SCRAPE_TIMEOUT)
-            .build()
-            .context("cannot build an HTTP client")?;
         Ok(Scraper {
-            client,
-            url: format!("http://{addr}/metrics"),
+            endpoint: Endpoint::new(format!("http://{addr}/metrics"))?,
         })
     }
 
@@ -210,17 +200,7 @@ impl Scraper {
     /// # Errors
     /// When the gateway does not answer 200 with text.
     pub(crate) async fn scrape(&self) -> anyhow::Result<Snapshot> {
-        let text = self
-            .client
-            .get(&self.url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("cannot scrape {}", self.url))?
-            .text()
-            .await
-            .with_context(|| format!("cannot read {}", self.url))?;
-        Ok(Snapshot::parse(&text))
+        Ok(Snapshot::parse(&self.endpoint.text().await?))
     }
 }
 

@@ -13,6 +13,8 @@ use fieldlink_model::Protocol;
 use fieldlink_sim::opcua::nodes;
 use fieldlink_sim::{FleetPlan, FleetSpec, ProtocolMix};
 
+use crate::common::quote;
+
 /// Id of the bench's gateway.
 pub(crate) const GATEWAY_ID: &str = "bench-opcua-gw";
 
@@ -90,10 +92,6 @@ impl Items {
     pub(crate) fn devices(&self) -> usize {
         self.taken.len()
     }
-}
-
-fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
 /// The gateway's config: every item of every device on the one server.

@@ -20,6 +20,8 @@ mod broker;
 mod driven;
 mod json;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use fieldlink_model::Protocol;
@@ -55,12 +57,27 @@ pub struct MqttFleetOptions {
     pub controls: Controls,
 }
 
+/// What a fleet's clients did so far, all together (for benches and
+/// progress lines).
+#[derive(Debug, Default)]
+pub struct MqttFleetStats {
+    /// Clients whose session is up now: CONNACK received and not lost since.
+    pub connected: AtomicI64,
+    /// Sessions established (CONNACKs received) since the start.
+    pub sessions: AtomicU64,
+    /// Telemetry messages handed to the clients' queues to publish.
+    pub published: AtomicU64,
+    /// Telemetry messages not published because a client's queue was full.
+    pub dropped: AtomicU64,
+}
+
 /// A running MQTT JSON fleet (a task per device).
 #[derive(Debug)]
 pub struct MqttFleet {
     stop: Stop,
     tasks: JoinSet<()>,
     devices: u32,
+    stats: Arc<MqttFleetStats>,
 }
 
 impl MqttFleet {
@@ -68,6 +85,7 @@ impl MqttFleet {
     /// once (clients connect in the background and retry).
     pub fn start(plan: &FleetPlan, options: MqttFleetOptions) -> MqttFleet {
         let stop = Stop::default();
+        let stats = Arc::new(MqttFleetStats::default());
         let mut tasks = JoinSet::new();
         let mut devices = 0;
         for d in plan.devices().filter(|d| d.protocol == Protocol::MqttJson) {
@@ -88,6 +106,7 @@ impl MqttFleet {
                     tenant,
                     password,
                     options: options.clone(),
+                    stats: stats.clone(),
                 }
                 .run(stop.clone()),
             );
@@ -96,12 +115,18 @@ impl MqttFleet {
             stop,
             tasks,
             devices,
+            stats,
         }
     }
 
     /// Devices served.
     pub fn devices(&self) -> u32 {
         self.devices
+    }
+
+    /// What the clients did so far.
+    pub fn stats(&self) -> Arc<MqttFleetStats> {
+        self.stats.clone()
     }
 
     /// Disconnects every client cleanly (no will) and waits.
@@ -117,6 +142,7 @@ struct Client {
     tenant: String,
     password: String,
     options: MqttFleetOptions,
+    stats: Arc<MqttFleetStats>,
 }
 
 enum End {
@@ -137,14 +163,21 @@ impl Client {
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
-            if let End::Stop = self.session(&stop).await {
+            let mut connected = false;
+            let end = self.session(&stop, &mut connected).await;
+            if connected {
+                self.stats.connected.fetch_sub(1, Relaxed);
+            }
+            if let End::Stop = end {
                 return;
             }
         }
     }
 
-    /// One client connection, until a fault or a restart ends it.
-    async fn session(&self, stop: &Stop) -> End {
+    /// One client connection, until a fault or a restart ends it;
+    /// `connected` says whether its session is up (and counted in
+    /// [`MqttFleetStats::connected`]) when it returns.
+    async fn session(&self, stop: &Stop, connected: &mut bool) -> End {
         let id = self.planned.id();
         let index = self.planned.index;
         let controls = &self.options.controls;
@@ -169,12 +202,12 @@ impl Client {
         let generation = controls.faults.generation();
         let mut tick = tokio::time::interval(self.options.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut connected = false;
+        let stats = &self.stats;
         let mut body = String::with_capacity(512);
         loop {
             tokio::select! {
                 () = stop.wait() => {
-                    if connected {
+                    if *connected {
                         // Clean: no will, the status says offline.
                         let _ = client.try_publish(status.clone(), QoS::AtLeastOnce, true, "offline");
                         let _ = client.try_disconnect();
@@ -184,13 +217,21 @@ impl Client {
                 }
                 Some(polled) = driven.events.recv() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        connected = true;
+                        if !std::mem::replace(connected, true) {
+                            stats.connected.fetch_add(1, Relaxed);
+                        }
+                        stats.sessions.fetch_add(1, Relaxed);
                         let meta = meta_json(&self.planned, &self.tenant);
                         let _ = client.try_publish(device_topic(&self.tenant, &id, "meta"), QoS::AtLeastOnce, true, meta);
                         let _ = client.try_publish(status.clone(), QoS::AtLeastOnce, true, "online");
                     }
                     Ok(_) => {}
-                    Err(_) => connected = false, // the driver retries
+                    Err(_) => {
+                        // The driver retries.
+                        if std::mem::replace(connected, false) {
+                            stats.connected.fetch_sub(1, Relaxed);
+                        }
+                    }
                 },
                 _ = tick.tick() => {
                     if controls.faults.generation() != generation {
@@ -199,14 +240,17 @@ impl Client {
                     match controls.faults.get(index) {
                         Fault::Off => return End::Reconnect, // dropped: the will fires
                         Fault::Hung => {}
-                        Fault::Garbage if connected => {
+                        Fault::Garbage if *connected => {
                             let _ = client.try_publish(telemetry.clone(), QoS::AtMostOnce, false, &b"\xff\xfe{\"not\": json"[..]);
                         }
-                        Fault::None if connected => {
+                        Fault::None if *connected => {
                             let now = crate::server::Clock::System.now_ms();
                             body.clear();
                             telemetry_json(&self.sim, now, controls.has_extra_field(index), &mut body);
-                            let _ = client.try_publish(telemetry.clone(), QoS::AtMostOnce, false, body.as_bytes());
+                            match client.try_publish(telemetry.clone(), QoS::AtMostOnce, false, body.as_bytes()) {
+                                Ok(()) => stats.published.fetch_add(1, Relaxed),
+                                Err(_) => stats.dropped.fetch_add(1, Relaxed),
+                            };
                         }
                         _ => {}
                     }

@@ -1,5 +1,5 @@
-//! The registry the gateway streams to: this binary as `fieldlink registry`
-//! in the bench's temporary directory, one public bench tenant; its counts
+//! The registry a bench's gateway streams to: this binary as `fieldlink
+//! registry` in the bench's temporary directory with one tenant; its counts
 //! read back over HTTP.
 
 use std::path::Path;
@@ -8,11 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::LOG_LIMITS;
-use crate::process::{LogSummary, RegistryChild, Stopped, Tenant, registry_config};
+use crate::process::{LogLimits, LogSummary, RegistryChild, Stopped, Tenant, registry_config};
 
-/// Token of the bench tenant.
-pub(crate) const TOKEN: &str = "bench-modbus-token-0001";
 /// How long the registry may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long it may take to stop.
@@ -37,15 +34,21 @@ pub(crate) struct Counts {
 }
 
 impl RegistryProcess {
-    /// Writes a config under `dir` and starts the registry on free ports.
+    /// Writes a config with the one `tenant` under `dir` (`registry.toml`,
+    /// data in `registry-data/`) and starts the registry on free ports; its
+    /// log is summarized within `limits`.
     ///
     /// # Errors
     /// When the config cannot be written or the registry does not listen.
-    pub(crate) async fn start(dir: &Path) -> anyhow::Result<RegistryProcess> {
+    pub(crate) async fn start(
+        dir: &Path,
+        tenant: Tenant,
+        limits: LogLimits,
+    ) -> anyhow::Result<RegistryProcess> {
         let config = dir.join("registry.toml");
-        std::fs::write(&config, config_text(&dir.join("registry-data")))
+        std::fs::write(&config, config_text(&dir.join("registry-data"), tenant))
             .with_context(|| format!("cannot write {}", config.display()))?;
-        let registry = RegistryChild::start(&config, START_TIMEOUT, LOG_LIMITS).await?;
+        let registry = RegistryChild::start(&config, START_TIMEOUT, limits).await?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -59,14 +62,13 @@ impl RegistryProcess {
         &self.registry
     }
 
-    /// Today's counts.
+    /// `GET {http}{path}` as JSON (`path` without the leading `/`).
     ///
     /// # Errors
-    /// When the API does not answer with a summary.
-    pub(crate) async fn counts(&self) -> anyhow::Result<Counts> {
-        let url = format!("{}api/v1/summary", self.registry.http_url());
-        let body: serde_json::Value = self
-            .client
+    /// When the API does not answer 200 with JSON.
+    pub(crate) async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.registry.http_url());
+        self.client
             .get(&url)
             .send()
             .await
@@ -74,7 +76,16 @@ impl RegistryProcess {
             .with_context(|| format!("cannot GET {url}"))?
             .json()
             .await
-            .with_context(|| format!("{url} is not JSON"))?;
+            .with_context(|| format!("{url} is not JSON"))
+    }
+
+    /// Today's counts.
+    ///
+    /// # Errors
+    /// When the API does not answer with a summary.
+    pub(crate) async fn counts(&self) -> anyhow::Result<Counts> {
+        let url = "api/v1/summary";
+        let body = self.get_json(url).await?;
         let total = |what: &str| {
             body.pointer(&format!("/{what}/total"))
                 .and_then(serde_json::Value::as_u64)
@@ -116,25 +127,24 @@ impl RegistryProcess {
     }
 }
 
-fn config_text(data_dir: &Path) -> String {
-    registry_config(
-        data_dir,
-        "",
-        &[Tenant {
-            name: "bench-modbus",
-            cloud: "public",
-            token: TOKEN,
-        }],
-    )
+fn config_text(data_dir: &Path, tenant: Tenant) -> String {
+    registry_config(data_dir, "", &[tenant])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const TOKEN: &str = "bench-modbus-token-0001";
+
     #[test]
     fn the_config_has_the_tenant() {
-        let text = config_text(Path::new("/tmp/a \"b\"/data"));
+        let tenant = Tenant {
+            name: "bench-modbus",
+            cloud: "public",
+            token: TOKEN,
+        };
+        let text = config_text(Path::new("/tmp/a \"b\"/data"), tenant);
         assert!(text.starts_with("data_dir = \"/tmp/a \\\"b\\\"/data\"\n"));
         assert!(text.contains(TOKEN));
         assert!(text.parse::<toml::Table>().is_ok());
