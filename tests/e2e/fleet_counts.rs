@@ -298,8 +298,8 @@ async fn an_opcua_fleet_counts_equal_its_manifest_by_class_and_cloud() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fleet");
-    // Three servers of 16, 16 and 8 devices; ports from a free base.
-    let base = crate::support::peers::free_port();
+    // Three servers of 16, 16 and 8 devices, on three consecutive ports.
+    let base = crate::support::peers::free_port_block(3);
     let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
         .args([
             "sim",

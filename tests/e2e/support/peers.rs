@@ -122,3 +122,28 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// The first of `n` consecutive loopback TCP ports free right now (all
+/// bound at once, then released), for a command that listens on a base
+/// port and the ones after it. Taken below the kernel's ephemeral range
+/// (32768 and up), so that no test's outgoing connection takes one of them
+/// in the meantime, and from a base that differs between processes and
+/// moves on with every call within one.
+pub fn free_port_block(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..1000 {
+        let step = NEXT.fetch_add(n.max(1), Ordering::Relaxed);
+        let base = LOW + (seed.wrapping_add(step) % (SPAN - n));
+        let held: Result<Vec<_>, _> = (base..base + n)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if held.is_ok() {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports in {LOW}..{}", LOW + SPAN);
+}
