@@ -249,12 +249,15 @@ impl RunningFaces {
         }
         if let Some(o) = &self.opcua {
             let ports = o.ports();
+            let first = ports.first().copied().unwrap_or_default();
+            let last = ports.last().copied().unwrap_or_default();
+            let servers = match o.len() {
+                1 => format!("1 server, opc.tcp://127.0.0.1:{first}"),
+                n => format!("{n} servers, opc.tcp://127.0.0.1:{first}..{last}"),
+            };
             lines.push(format!(
-                "opc-ua: {} devices on {} servers, opc.tcp://127.0.0.1:{}..{}",
-                count(Protocol::OpcUa),
-                o.len(),
-                ports.first().copied().unwrap_or_default(),
-                ports.last().copied().unwrap_or_default()
+                "opc-ua: {} devices on {servers}",
+                count(Protocol::OpcUa)
             ));
         }
         let broker = self.broker_url.as_deref().unwrap_or("?");
