@@ -67,6 +67,10 @@ enum BenchCommand {
     /// then the same through mosquitto; connect rate, broker RSS per connection, messages/s
     /// end to end, CPU per 1 000 messages, latency, and the ratios.
     Mqtt(fieldlink_bench::mqtt::MqttArgs),
+    /// Reconcile a registry with a fleet's manifest.csv: registered, online and reporting
+    /// counts per class, category, protocol and cloud, and the device list id by id; fails
+    /// on any difference and prints it.
+    Verify(fieldlink_bench::verify::VerifyArgs),
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -106,6 +110,9 @@ fn main() -> ExitCode {
             Command::Bench(BenchArgs {
                 bench: BenchCommand::Mqtt(args),
             }) => fieldlink_bench::mqtt::run(args).await,
+            Command::Bench(BenchArgs {
+                bench: BenchCommand::Verify(args),
+            }) => fieldlink_bench::verify::run(args).await,
         }
     });
     match result {

@@ -9,6 +9,8 @@
 //! - [`mqtt`]: MQTT JSON device clients through `fieldlink broker` into the
 //!   gateway and the registry, beside the same through mosquitto.
 //!
+//! - [`verify`]: a registry reconciled with a fleet's manifest, exactly.
+//!
 //! [`fleet_broker`] is the broker config of a simulated fleet, shared with
 //! the binary's `sim` and `demo`.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -22,3 +24,4 @@ pub mod opcua;
 mod process;
 mod prometheus;
 mod registry;
+pub mod verify;

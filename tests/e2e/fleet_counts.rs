@@ -87,6 +87,12 @@ async fn registry_counts_equal_the_manifest_by_class_and_cloud() {
         .collect();
 
     assert_counts_equal_manifest(&registry, &files.manifest, 48, &["modbus-tcp"]).await;
+    crate::bench_verify::assert_verify_equals_and_catches_planted_differences(
+        &files.manifest,
+        &registry.http,
+        dir.path(),
+    )
+    .await;
     drop(_gateways);
     fleet.stop().await;
 }

@@ -6,6 +6,7 @@ mod support;
 mod bench_ingest;
 mod bench_modbus;
 mod bench_mqtt;
+mod bench_verify;
 mod broker_cli;
 mod config_errors;
 mod conformance;
