@@ -2,7 +2,9 @@
 //! (called from the fleet tests once the counts are in): it passes on the
 //! fleet's own manifest and fails, naming what differs, on manifests with
 //! a planted difference — a device the registry lacks, a device the
-//! registry has and the manifest does not, a wrong class.
+//! registry has and the manifest does not, a wrong class, and a device
+//! that is not where the manifest says (caught by the audit, which asks
+//! the devices themselves).
 
 use std::path::Path;
 use std::process::Output;
@@ -37,6 +39,11 @@ pub async fn assert_verify_equals_and_catches_planted_differences(
     let ok = verify(manifest, registry_http, "10s").await;
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(text(&ok).contains("equals"), "{}", text(&ok));
+    assert!(
+        text(&ok).contains("audit: 20 of 20 sampled devices answered through their own protocol as the manifest says; 0 skipped"),
+        "{}",
+        text(&ok)
+    );
 
     let original = std::fs::read_to_string(manifest).expect("read the manifest");
     let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
@@ -90,4 +97,17 @@ pub async fn assert_verify_equals_and_catches_planted_differences(
         "{out}"
     );
     assert!(out.contains("count(s) that differ"), "{out}");
+
+    // The registry agrees, but the device is not where the manifest says:
+    // only the audit, asking the device itself, can tell.
+    let mut fields: Vec<String> = first.split(',').map(str::to_owned).collect();
+    fields[8] = "127.0.0.1:1".to_owned();
+    let mut moved = lines.clone();
+    moved[0] = fields.join(",");
+    let out = plant("moved.csv", moved).await;
+    assert!(out.contains("equals"), "the registry part agrees: {out}");
+    assert!(
+        out.contains(&format!("{first_id} at `127.0.0.1:1`: cannot connect")),
+        "{out}"
+    );
 }

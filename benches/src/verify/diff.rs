@@ -244,6 +244,7 @@ mod tests {
             protocol: "modbus-tcp".into(),
             tenant: "acme".into(),
             cloud: "public".into(),
+            endpoint: String::new(),
         }
     }
 

@@ -39,6 +39,9 @@ pub(crate) struct Device {
     pub(crate) tenant: String,
     /// Cloud (`public`, `private`).
     pub(crate) cloud: String,
+    /// Where the device is reached (empty in the registry's list, which
+    /// does not carry it; never compared).
+    pub(crate) endpoint: String,
 }
 
 /// Reads `path`; devices in file order.
@@ -87,7 +90,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Device>> {
             protocol,
             tenant,
             cloud,
-            _endpoint,
+            endpoint,
         ] = fields;
         if id.is_empty() {
             bail!("line {n}: empty device_id");
@@ -104,6 +107,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Device>> {
             protocol,
             tenant,
             cloud,
+            endpoint,
         });
     }
     Ok(devices)
