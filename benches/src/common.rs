@@ -1,5 +1,5 @@
-//! Small helpers every bench shares: rates, a free loopback port, TOML
-//! strings for the configs the benches write.
+//! Small helpers every bench shares: rates, a free loopback port, JSON
+//! over HTTP, TOML strings for the configs the benches write.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -23,6 +23,25 @@ pub(crate) fn free_local_addr() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("cannot find a free loopback port")?;
     listener.local_addr().context("no local address")
+}
+
+/// `GET url` as JSON.
+///
+/// # Errors
+/// When the server does not answer 200 with JSON (the URL is named).
+pub(crate) async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<serde_json::Value> {
+    client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("cannot GET {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer JSON"))
 }
 
 /// A TOML basic string (JSON's escapes are valid TOML escapes).

@@ -68,15 +68,7 @@ impl RegistryProcess {
     /// When the API does not answer 200 with JSON.
     pub(crate) async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.registry.http_url());
-        self.client
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("cannot GET {url}"))?
-            .json()
-            .await
-            .with_context(|| format!("{url} is not JSON"))
+        crate::common::get_json(&self.client, &url).await
     }
 
     /// Today's counts.

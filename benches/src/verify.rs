@@ -162,15 +162,7 @@ impl Api {
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        self.client
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("cannot GET {url}"))?
-            .json()
-            .await
-            .with_context(|| format!("{url} did not answer JSON"))
+        crate::common::get_json(&self.client, &url).await
     }
 
     /// The counts per (class, category, protocol, cloud) on `day`.
