@@ -70,6 +70,7 @@ pub fn broker_config(
         metrics: None,
         tenants,
         users,
+        ingress: None,
     })
 }
 

@@ -302,6 +302,32 @@ pub(crate) fn dummy_verify(password: &[u8]) {
     let _ = sha256(b"fieldlink-unknown-user", password);
 }
 
+/// Checks a login against `users`; `None` for an unknown user or a wrong
+/// password. Slow hashes (PBKDF2) run off the async threads, at most
+/// `slots` at once, so a flood of wrong passwords cannot take every core.
+pub(crate) async fn check_login(
+    users: &std::collections::HashMap<std::sync::Arc<str>, crate::config::User>,
+    slots: &tokio::sync::Semaphore,
+    username: &str,
+    password: &[u8],
+) -> Option<crate::config::User> {
+    let Some(user) = users.get(username) else {
+        dummy_verify(password);
+        return None;
+    };
+    let ok = if user.hash.is_slow() {
+        let _slot = slots.acquire().await.ok()?;
+        let hash = user.hash.clone();
+        let password = password.to_vec();
+        tokio::task::spawn_blocking(move || hash.verify(&password))
+            .await
+            .unwrap_or(false)
+    } else {
+        user.hash.verify(password)
+    };
+    ok.then(|| user.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,7 +43,42 @@ pub struct BrokerConfig {
     /// Users (devices and services) with their password hashes.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// The lean device ingress, run as shard processes beside the broker;
+    /// none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressConfig>,
 }
+
+/// `[ingress]`: the lean telemetry ingress for very many device
+/// connections ([`crate::ingress`]), run as `shards` processes sharing one
+/// port (`SO_REUSEPORT`), each with the gateways of `gateways` on its links.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// Address every shard listens on, e.g. `0.0.0.0:1884`; the kernel
+    /// spreads new connections over the shards.
+    #[serde(default = "default_ingress_listen")]
+    pub listen: SocketAddr,
+    /// Shard processes (each holds at most `max_connections`).
+    #[serde(default = "default_shards")]
+    pub shards: usize,
+    /// Client connections one shard holds (a process may open 20 000
+    /// files; the rest is kept for the gateway, logs and accepting).
+    #[serde(default = "default_shard_connections")]
+    pub max_connections: usize,
+    /// Gateway config files each shard runs on its links (one per tenant,
+    /// with `broker = "embedded"` in `[mqtt]`); shard K runs them with
+    /// gateway id `<gateway_id>-s<K>` and data dir `<data_dir>/s<K>`.
+    /// Relative paths are taken from the broker config's directory.
+    #[serde(default)]
+    pub gateways: Vec<PathBuf>,
+    /// `/metrics` of shard K on this address's port + K; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Most connections `ingress.max_connections` allows a shard.
+pub const MAX_SHARD_CONNECTIONS: usize = 19_000;
 
 /// `[tls]`: the TLS listener.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -190,6 +225,15 @@ impl Role {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1883))
 }
+fn default_ingress_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1884))
+}
+fn default_shards() -> usize {
+    1
+}
+fn default_shard_connections() -> usize {
+    15_000
+}
 fn default_max_connections() -> usize {
     10_000
 }
@@ -286,6 +330,47 @@ pub struct User {
     pub client_id_must_match: bool,
 }
 
+/// Longest client id taken, bytes.
+pub const MAX_CLIENT_ID: usize = 256;
+
+impl User {
+    /// The client id a connection of this user gets for the `requested`
+    /// one, and whether the broker assigned it (an empty id with a clean
+    /// session: the user name for devices bound to it, else `auto-N` from
+    /// `next`).
+    ///
+    /// # Errors
+    /// Why the id is refused: empty without a clean session, too long or
+    /// with NUL, or not the user name when it must be.
+    pub fn client_id_for(
+        &self,
+        requested: &str,
+        clean: bool,
+        next: impl FnOnce() -> u64,
+    ) -> Result<(String, bool), &'static str> {
+        let mut assigned = false;
+        let mut client_id = requested.to_owned();
+        if client_id.is_empty() {
+            if !clean {
+                return Err("empty client id needs a clean session");
+            }
+            client_id = if self.client_id_must_match {
+                self.username.to_string()
+            } else {
+                format!("auto-{}", next())
+            };
+            assigned = true;
+        }
+        if client_id.len() > MAX_CLIENT_ID || client_id.contains('\0') {
+            return Err("client id too long or with NUL");
+        }
+        if self.client_id_must_match && client_id != *self.username {
+            return Err("a device's client id must be its user name");
+        }
+        Ok((client_id, assigned))
+    }
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -303,6 +388,8 @@ pub struct Settings {
     pub tenants: HashMap<Arc<str>, Tenant>,
     /// Users by name.
     pub users: HashMap<Arc<str>, User>,
+    /// The lean ingress, as configured (checked).
+    pub ingress: Option<IngressConfig>,
 }
 
 impl BrokerConfig {
@@ -422,12 +509,19 @@ impl BrokerConfig {
         if let Some(m) = &self.metrics {
             addrs.push(("metrics.listen", m.listen));
         }
+        if let Some(i) = &self.ingress {
+            addrs.push(("ingress.listen", i.listen));
+        }
         for (i, (key, addr)) in addrs.iter().enumerate() {
             if addr.port() != 0
                 && let Some((other, _)) = addrs[..i].iter().find(|(_, a)| a == addr)
             {
                 problems.push(format!("{key}: {addr} is also {other}"));
             }
+        }
+
+        if let Some(ingress) = &self.ingress {
+            check_ingress(ingress, &mut problems);
         }
 
         let mut tenants = HashMap::new();
@@ -533,7 +627,35 @@ impl BrokerConfig {
             metrics: self.metrics.as_ref().map(|m| m.listen),
             tenants,
             users,
+            ingress: self.ingress.clone(),
         })
+    }
+}
+
+fn check_ingress(ingress: &IngressConfig, problems: &mut Vec<String>) {
+    if !(1..=1024).contains(&ingress.shards) {
+        problems.push(format!(
+            "ingress.shards: must be 1..=1024, got {}",
+            ingress.shards
+        ));
+    }
+    if !(1..=MAX_SHARD_CONNECTIONS).contains(&ingress.max_connections) {
+        problems.push(format!(
+            "ingress.max_connections: must be 1..={MAX_SHARD_CONNECTIONS} (a process may open 20 000 files), got {}",
+            ingress.max_connections
+        ));
+    }
+    if let Some(metrics) = ingress.metrics
+        && usize::from(metrics.port()) + ingress.shards > 65_536
+    {
+        problems.push(format!(
+            "ingress.metrics: port {} + {} shards is past 65535",
+            metrics.port(),
+            ingress.shards
+        ));
+    }
+    if ingress.metrics.is_some_and(|m| m.port() == 0) {
+        problems.push("ingress.metrics: needs a port (shard K serves port + K)".to_owned());
     }
 }
 

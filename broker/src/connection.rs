@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::acl::{ClientAcl, Identity, valid_filter, valid_topic};
-use crate::config::{Role, User};
+use crate::config::Role;
 use crate::frame::{self, Frame, FrameError, Version};
 use crate::metrics::Refusal;
 
@@ -48,9 +48,6 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Longest a new connection waits for the one it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
-/// Longest client id accepted.
-const MAX_CLIENT_ID: usize = 256;
-
 /// Serves one accepted (and, on the TLS listener, handshaken) stream.
 /// `deadline` bounds the time to a complete CONNECT.
 pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, deadline: Instant, shared: Arc<Shared>)
@@ -117,7 +114,12 @@ where
     };
     let user = match tokio::time::timeout_at(
         deadline,
-        authenticate(&shared, &login.username, login.password.as_bytes()),
+        crate::auth::check_login(
+            &shared.settings.users,
+            &shared.auth_slots,
+            &login.username,
+            login.password.as_bytes(),
+        ),
     )
     .await
     {
@@ -136,49 +138,24 @@ where
     };
 
     // Client id.
-    let mut assigned = None;
-    let mut client_id = connect.client_id.clone();
-    if client_id.is_empty() {
-        if !connect.clean_session {
-            return refuse_client_id(
-                &shared,
-                &mut writer,
-                version,
-                peer,
-                &client_id,
-                "empty client id needs a clean session",
-            )
-            .await;
-        }
-        client_id = if user.client_id_must_match {
-            user.username.to_string()
-        } else {
-            format!("auto-{}", shared.next_conn.fetch_add(1, Relaxed))
+    let (client_id, assigned) =
+        match user.client_id_for(&connect.client_id, connect.clean_session, || {
+            shared.next_conn.fetch_add(1, Relaxed)
+        }) {
+            Ok(resolved) => resolved,
+            Err(why) => {
+                return refuse_client_id(
+                    &shared,
+                    &mut writer,
+                    version,
+                    peer,
+                    &connect.client_id,
+                    why,
+                )
+                .await;
+            }
         };
-        assigned = Some(client_id.clone());
-    }
-    if client_id.len() > MAX_CLIENT_ID || client_id.contains('\0') {
-        return refuse_client_id(
-            &shared,
-            &mut writer,
-            version,
-            peer,
-            &client_id,
-            "client id too long or with NUL",
-        )
-        .await;
-    }
-    if user.client_id_must_match && client_id != *user.username {
-        return refuse_client_id(
-            &shared,
-            &mut writer,
-            version,
-            peer,
-            &client_id,
-            "a device's client id must be its user name",
-        )
-        .await;
-    }
+    let assigned = assigned.then(|| client_id.clone());
     tracing::Span::current().record("client_id", client_id.as_str());
 
     // ACL and the will.
@@ -324,26 +301,6 @@ where
     };
     let end = handler.run().await;
     handler.finish(end, &key, conn, &finished).await;
-}
-
-/// Checks a login; `None` for an unknown user or a wrong password.
-async fn authenticate(shared: &Shared, username: &str, password: &[u8]) -> Option<User> {
-    let Some(user) = shared.settings.users.get(username) else {
-        crate::auth::dummy_verify(password);
-        return None;
-    };
-    let ok = if user.hash.is_slow() {
-        // PBKDF2 off the async threads, a few at a time.
-        let _slot = shared.auth_slots.acquire().await.ok()?;
-        let hash = user.hash.clone();
-        let password = password.to_vec();
-        tokio::task::spawn_blocking(move || hash.verify(&password))
-            .await
-            .unwrap_or(false)
-    } else {
-        user.hash.verify(password)
-    };
-    ok.then(|| user.clone())
 }
 
 /// Takes the (tenant, client id) slot, closing a connection that holds it

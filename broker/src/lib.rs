@@ -36,6 +36,7 @@
 //! router forwards at the subscription's granted QoS (at most 1).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod accept;
 pub mod acl;
 pub mod auth;
 pub mod certs;
@@ -43,6 +44,7 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod frame;
+pub mod ingress;
 pub mod links;
 pub mod metrics;
 pub mod tls;
@@ -54,7 +56,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::routing::get;
 use fieldlink_model::mqtt::MqttLink;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -251,20 +252,9 @@ impl Broker {
             }
             _ => {}
         }
-        let metrics_task = listeners.metrics.map(|listener| {
-            let m = shared.metrics.clone();
-            let stop = shared.stop.clone();
-            let app = axum::Router::new()
-                .route("/metrics", get(move || async move { m.render() }))
-                .route("/healthz", get(|| async { "ok\n" }));
-            tokio::spawn(async move {
-                let server =
-                    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(e) = server.await {
-                    tracing::error!(error = %e, "metrics server failed");
-                }
-            })
-        });
+        let metrics_task = listeners
+            .metrics
+            .map(|listener| metrics::serve(listener, shared.metrics.clone(), shared.stop.clone()));
 
         shutdown.await;
         tracing::info!("broker stopping");
@@ -357,36 +347,9 @@ async fn accept_loop(
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
 ) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => {
-                backoff = Duration::from_millis(5);
-                accepted
-            }
-            Err(e) => {
-                // Out of files, or the peer reset before accept: wait, retry.
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Full: close at once (the client learns now rather than
-            // waiting in the backlog), counted; paced so a flood of
-            // connects cannot spin this loop.
-            shared.metrics.refuse(Refusal::MaxConnections);
-            tracing::debug!(%peer, "refused: limits.max_connections reached");
-            drop(stream);
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    let metrics = shared.metrics.clone();
+    let stop = shared.stop.clone();
+    accept::accept_loop(listener, slots, metrics, stop, |stream, peer, permit| {
         let deadline = Instant::now() + shared.settings.limits.connect_timeout;
         let span = tracing::info_span!("mqtt", %peer, client_id = tracing::field::Empty);
         let task_shared = shared.clone();
@@ -398,7 +361,8 @@ async fn accept_loop(
             }
             .instrument(span),
         );
-    }
+    })
+    .await;
 }
 
 async fn serve(

@@ -55,6 +55,9 @@ pub const MAX_RETAINED: usize = 200_000;
 /// What a new link is told first.
 #[derive(Debug, Default)]
 struct State {
+    /// Retained messages are not kept (the lean ingress: its links open
+    /// before it accepts, and it keeps no per-topic state).
+    forget_retained: bool,
     /// Connected clients by (tenant, client id).
     online: HashMap<(Option<Arc<str>>, Arc<str>), ClientInfo>,
     /// Retained messages by topic (a topic belongs to one tenant's prefix).
@@ -73,7 +76,7 @@ impl State {
             MqttEvent::Disconnected { client, .. } => {
                 self.online.remove(&(tenant, client.client_id.clone()));
             }
-            MqttEvent::Publish(p) if p.retain => {
+            MqttEvent::Publish(p) if p.retain && !self.forget_retained => {
                 if p.payload.is_empty() {
                     self.retained.remove(&p.topic);
                 } else if self.retained.len() < MAX_RETAINED || self.retained.contains_key(&p.topic)
@@ -115,6 +118,18 @@ pub(crate) struct Links {
 }
 
 impl Links {
+    /// Links whose new members are told who is connected, but no retained
+    /// messages.
+    pub(crate) fn without_retained() -> Links {
+        let links = Links::default();
+        links
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_retained = true;
+        links
+    }
+
     /// Adds a link of `tenant` whose channel holds `capacity` events beyond
     /// what it is told first; returns its id and receiver.
     pub(crate) fn add(

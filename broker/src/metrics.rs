@@ -238,6 +238,27 @@ impl Metrics {
     }
 }
 
+/// Serves `/metrics` (Prometheus text of `metrics`) and `/healthz` on
+/// `listener` until `stop`.
+pub(crate) fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { metrics.render() }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,360 @@
+//! The lean device ingress: MQTT 3.1.1 and 5 terminated for very many,
+//! mostly idle device connections, feeding in-process links exactly like
+//! the broker's ([`crate::BrokerHandle::link`]), so the gateway's MQTT
+//! drivers read it as their embedded broker.
+//!
+//! ```text
+//!  SO_REUSEPORT listener ──► accept loop ──► one task per connection ──► links (MqttEvent)
+//!  (shared by every shard    (slot first)     CONNECT, auth, ACL, QoS 0/1/2,     Connected, Publish,
+//!   process on the port)                      keep-alive, will                   Disconnected
+//! ```
+//!
+//! It is not a broker: nothing can be subscribed (SUBSCRIBE is answered
+//! with refusals) and nothing is routed back to devices; what a link
+//! publishes is dropped and counted. Commands, Sparkplug and general
+//! pub/sub stay on the rumqttd broker. In exchange an idle connection costs
+//! only its task (a small state machine: no buffer, no stack; bytes are
+//! read into a stack chunk and a heap buffer exists only while a packet is
+//! split across reads), the socket's registration and its entry in the
+//! session table.
+//!
+//! - Auth and ACL are the broker's: the same `[[users]]` (a fleet may share
+//!   one user per tenant with `client_id_must_match = false`; the device's
+//!   identity is then its client id, `%c` in the tenant's patterns), the
+//!   same tenant patterns, checked per publish without expanding them.
+//! - A second connection with the same (tenant, client id) takes over;
+//!   the first's `Disconnected` is emitted before the second's `Connected`.
+//! - A client silent for 1.5× its keep-alive is dropped and its will
+//!   published; so is one whose connection is lost without DISCONNECT.
+//! - Bad input (malformed packets, declared lengths over
+//!   `limits.max_packet_size`, forbidden packets) closes only that
+//!   connection, with an MQTT 5 reason code where the version has one, a
+//!   refusal counted by reason and a log line (rate-limited).
+//!
+//! [`shard`] binds the shared port; `fieldlink broker` starts and
+//! supervises the shard processes.
+
+pub mod codec;
+mod session;
+pub mod shard;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fieldlink_model::mqtt::{MqttLink, OutgoingPublish};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::BrokerError;
+use crate::acl::AclPatterns;
+use crate::config::{Role, Settings};
+use crate::links::{LinkFilter, Links};
+use crate::metrics::Metrics;
+
+/// How long a stopping ingress waits for its connections to close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection waits for the one it takes over to finish.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+/// Refusal log lines per second, beyond which they are only counted.
+const LOG_LINES_PER_SEC: u64 = 20;
+
+/// Why a connection was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kick {
+    /// Not told.
+    None = 0,
+    /// Its client id connected again.
+    TakenOver = 1,
+    /// The ingress stops.
+    Shutdown = 2,
+}
+
+/// What a connection and whoever replaces or stops it share.
+#[derive(Debug, Default)]
+struct Slot {
+    kick: Notify,
+    why: AtomicU8,
+    finished: Notify,
+    done: AtomicBool,
+}
+
+impl Slot {
+    fn kick(&self, why: Kick) {
+        self.why.store(why as u8, Relaxed);
+        self.kick.notify_one();
+    }
+
+    fn kicked(&self) -> Kick {
+        match self.why.load(Relaxed) {
+            1 => Kick::TakenOver,
+            2 => Kick::Shutdown,
+            _ => Kick::None,
+        }
+    }
+
+    /// Marks the connection finished (its last event emitted).
+    fn finish(&self) {
+        self.done.store(true, Relaxed);
+        self.finished.notify_one();
+    }
+
+    async fn wait_finished(&self) {
+        let finished = self.finished.notified();
+        if !self.done.load(Relaxed) {
+            finished.await;
+        }
+    }
+}
+
+/// (tenant, client id): one live connection each.
+type SessionKey = (Arc<str>, Arc<str>);
+
+/// The connection holding a (tenant, client id).
+#[derive(Debug, Clone)]
+struct Held {
+    conn: u64,
+    slot: Arc<Slot>,
+}
+
+/// Log lines of refusals, at most [`LOG_LINES_PER_SEC`] a second.
+#[derive(Debug, Default)]
+struct LogBudget {
+    second: AtomicU64,
+    used: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogBudget {
+    /// Whether a line may be logged now; a line saying how many were
+    /// suppressed is logged first when a new second starts.
+    fn allow(&self) -> bool {
+        let now = fieldlink_model::now_unix_nanos().max(0) as u64 / 1_000_000_000;
+        if self.second.swap(now, Relaxed) != now {
+            self.used.store(0, Relaxed);
+            let suppressed = self.suppressed.swap(0, Relaxed);
+            if suppressed > 0 {
+                tracing::info!(
+                    suppressed,
+                    "ingress refusals not logged in the last second (see fieldlink_broker_refusals_total)"
+                );
+            }
+        }
+        if self.used.fetch_add(1, Relaxed) < LOG_LINES_PER_SEC {
+            true
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            false
+        }
+    }
+}
+
+/// What every connection of an ingress shares.
+struct Shared {
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    links: Links,
+    sessions: Mutex<HashMap<SessionKey, Held>>,
+    acls: HashMap<(Arc<str>, Role), Arc<AclPatterns>>,
+    auth_slots: Semaphore,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    next_conn: AtomicU64,
+    log: LogBudget,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("stopped", &self.stop.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lean ingress, before it runs: take [`Ingress::handle`]s (and links
+/// from them) first, then [`Ingress::run`].
+#[derive(Debug)]
+pub struct Ingress {
+    shared: Arc<Shared>,
+    max_connections: usize,
+}
+
+/// A cheap handle to an ingress: in-process links and metrics.
+#[derive(Debug, Clone)]
+pub struct IngressHandle {
+    shared: Arc<Shared>,
+}
+
+impl Ingress {
+    /// An ingress for validated broker settings (users, tenants, limits)
+    /// holding at most `max_connections` client connections.
+    pub fn new(settings: Settings, max_connections: usize) -> Ingress {
+        let mut acls = HashMap::new();
+        for tenant in settings.tenants.values() {
+            acls.insert(
+                (tenant.name.clone(), Role::Device),
+                Arc::new(tenant.device.clone()),
+            );
+            acls.insert(
+                (tenant.name.clone(), Role::Service),
+                Arc::new(tenant.service.clone()),
+            );
+        }
+        let auth_slots = Semaphore::new(settings.limits.auth_concurrency);
+        Ingress {
+            shared: Arc::new(Shared {
+                settings,
+                metrics: Arc::new(Metrics::default()),
+                links: Links::without_retained(),
+                sessions: Mutex::new(HashMap::new()),
+                acls,
+                auth_slots,
+                stop: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                next_conn: AtomicU64::new(1),
+                log: LogBudget::default(),
+            }),
+            max_connections,
+        }
+    }
+
+    /// A handle for links and metrics; valid before and while it runs.
+    pub fn handle(&self) -> IngressHandle {
+        IngressHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves `listener` (and `/metrics` on `metrics`) until `shutdown`
+    /// completes; then stops accepting, closes every connection (MQTT 5
+    /// clients are told 0x8B; no wills: they did not lose their
+    /// connection, the ingress went), waits up to 5 s for them and ends
+    /// the links.
+    ///
+    /// # Errors
+    /// None yet; the `Result` is for listeners that fail for good.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), BrokerError> {
+        let shared = self.shared;
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let accept = {
+            let shared = shared.clone();
+            tokio::spawn(crate::accept::accept_loop(
+                listener,
+                slots,
+                shared.metrics.clone(),
+                shared.stop.clone(),
+                move |stream, peer, permit| {
+                    let task_shared = shared.clone();
+                    shared.tasks.spawn(async move {
+                        session::serve(stream, peer, task_shared).await;
+                        drop(permit);
+                    });
+                },
+            ))
+        };
+        let metrics_task =
+            metrics.map(|l| crate::metrics::serve(l, shared.metrics.clone(), shared.stop.clone()));
+
+        shutdown.await;
+        tracing::info!("ingress stopping");
+        shared.stop.cancel();
+        let _ = accept.await;
+        let held: Vec<Held> = shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for h in held {
+            h.slot.kick(Kick::Shutdown);
+        }
+        shared.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = shared.tasks.len(),
+                "ingress connections still closing after the drain timeout"
+            );
+        }
+        shared.links.clear();
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        tracing::info!("ingress stopped");
+        Ok(())
+    }
+}
+
+impl IngressHandle {
+    /// An in-process link: events of the clients of `filter.tenant` (every
+    /// tenant's for `None`) in order, as [`crate::BrokerHandle::link`]
+    /// gives them (a new link is first told who is connected; no retained
+    /// messages are kept). What is sent on its `publish` is dropped and
+    /// counted in `fieldlink_broker_link_refused_total`: nothing can be
+    /// subscribed at the ingress.
+    ///
+    /// # Errors
+    /// `UnknownTenant` for a tenant the settings lack; `Stopped` after the
+    /// ingress stopped.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (it spawns the link's publish drain).
+    pub fn link(&self, filter: LinkFilter) -> Result<MqttLink, BrokerError> {
+        let shared = &self.shared;
+        if shared.stop.is_cancelled() {
+            return Err(BrokerError::Stopped);
+        }
+        let tenant = match &filter.tenant {
+            Some(name) => Some(
+                shared
+                    .settings
+                    .tenants
+                    .get(name.as_str())
+                    .ok_or_else(|| BrokerError::UnknownTenant(name.clone()))?
+                    .name
+                    .clone(),
+            ),
+            None => None,
+        };
+        let capacity = shared.settings.limits.link_capacity;
+        let (_, events) = shared.links.add(tenant.clone(), capacity);
+        let (publish, mut publish_rx) = mpsc::channel::<OutgoingPublish>(64);
+        let metrics = shared.metrics.clone();
+        let stop = shared.stop.clone();
+        shared.tasks.spawn(async move {
+            let mut warned = false;
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    next = publish_rx.recv() => next,
+                };
+                let Some(outgoing) = next else { break };
+                metrics.link_refused.fetch_add(1, Relaxed);
+                if !warned {
+                    warned = true;
+                    tracing::warn!(tenant = ?tenant, topic = %outgoing.topic,
+                        "the lean ingress routes nothing to devices: publishes from its links are dropped (use the broker for commands)");
+                }
+            }
+        });
+        Ok(MqttLink { events, publish })
+    }
+
+    /// The ingress's counters (the broker's metric names).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+}

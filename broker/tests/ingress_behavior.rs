@@ -1,0 +1,443 @@
+//! The lean ingress over real loopback sockets, spoken to in raw MQTT
+//! bytes: connect and publish at every QoS in 3.1.1 and 5, shared tenant
+//! credentials with per-client-id ACLs, refusals with their codes, wills on
+//! lost connections and keep-alive timeouts, takeover order, and hostile
+//! input that closes only its own connection.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fieldlink_broker::auth::HashKind;
+use fieldlink_broker::ingress::{Ingress, IngressHandle, shard};
+use fieldlink_broker::{BrokerConfig, LinkFilter, Refusal};
+use fieldlink_model::mqtt::{MqttEvent, MqttLink};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+mod common;
+
+use common::*;
+
+/// The fleet credential of tenant `acme`: one user for many devices.
+const FLEET_USER: &str = "acme-fleet";
+
+struct TestIngress {
+    addr: std::net::SocketAddr,
+    handle: IngressHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestIngress {
+    async fn start(limits: &str) -> TestIngress {
+        let listener = shard::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        Self::start_on(limits, listener).await
+    }
+
+    async fn start_on(limits: &str, listener: tokio::net::TcpListener) -> TestIngress {
+        let mut text = format!(
+            "{limits}\n[[tenants]]\nname = \"acme\"\ndevice.publish = [\"%t/%c/#\"]\n[[tenants]]\nname = \"plant\"\n"
+        );
+        text.push_str(&user(
+            "plant-dev-1",
+            "plant",
+            "device",
+            HashKind::Sha256,
+            &token("plant-dev-1"),
+        ));
+        text.push_str(&user(
+            FLEET_USER,
+            "acme",
+            "device",
+            HashKind::Sha256,
+            &token(FLEET_USER),
+        ));
+        text.push_str("client_id_must_match = false\n");
+        let settings = BrokerConfig::from_toml(&text).unwrap().validate().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ingress = Ingress::new(settings, 100);
+        let handle = ingress.handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            ingress
+                .run(listener, None, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestIngress {
+            addr,
+            handle,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn link(&self, tenant: &str) -> MqttLink {
+        self.handle
+            .link(LinkFilter {
+                tenant: Some(tenant.to_owned()),
+            })
+            .unwrap()
+    }
+
+    fn refusals(&self, reason: Refusal) -> u64 {
+        self.handle.metrics().refusals(reason)
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("ingress stops in time")
+            .unwrap();
+    }
+}
+
+/// A device of the acme fleet credential, identified by its client id.
+fn fleet_device(client_id: &str, v5: bool) -> ConnectOpts<'static> {
+    let password: &'static str = Box::leak(token(FLEET_USER).into_boxed_str());
+    ConnectOpts {
+        v5,
+        client_id: Box::leak(client_id.to_owned().into_boxed_str()),
+        username: Some(FLEET_USER),
+        password: Some(password),
+        keep_alive: 30,
+        will: None,
+    }
+}
+
+async fn raw(addr: std::net::SocketAddr) -> Raw<TcpStream> {
+    Raw {
+        stream: TcpStream::connect(addr).await.unwrap(),
+        buf: BytesMut::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_connect_publish_at_every_qos_and_leave_in_order() {
+    let ingress = TestIngress::start("").await;
+    let mut link = ingress.link("acme");
+    for v5 in [false, true] {
+        let id = if v5 { "dev-5" } else { "dev-4" };
+        let mut c = raw(ingress.addr).await;
+        assert_eq!(c.connect(&fleet_device(id, v5)).await, 0);
+        match next_event(&mut link).await {
+            MqttEvent::Connected(info) => {
+                assert_eq!(&*info.client_id, id);
+                assert_eq!(info.tenant.as_deref(), Some("acme"));
+                assert_eq!(info.username.as_deref(), Some(FLEET_USER));
+            }
+            other => panic!("expected Connected, got {other:?}"),
+        }
+        let topic = format!("acme/{id}/telemetry");
+        c.send(&publish(v5, &topic, b"{\"t\":1}", 0, 0, false))
+            .await;
+        c.send(&publish(v5, &topic, b"{\"t\":2}", 1, 7, false))
+            .await;
+        let puback = c.recv_kind(4).await;
+        assert_eq!(&puback.body[..2], &[0, 7]);
+        // QoS 2: delivered once even when resent before PUBREL.
+        c.send(&publish(v5, &topic, b"{\"t\":3}", 2, 8, false))
+            .await;
+        c.send(&publish(v5, &topic, b"{\"t\":3}", 2, 8, true)).await;
+        assert_eq!(&c.recv_kind(5).await.body[..2], &[0, 8]);
+        assert_eq!(&c.recv_kind(5).await.body[..2], &[0, 8]);
+        c.send(&frame(0x62, &[0, 8])).await;
+        assert_eq!(&c.recv_kind(7).await.body[..2], &[0, 8]);
+        for expected in [&b"{\"t\":1}"[..], b"{\"t\":2}", b"{\"t\":3}"] {
+            match next_event(&mut link).await {
+                MqttEvent::Publish(p) => {
+                    assert_eq!(&*p.topic, topic);
+                    assert_eq!(&p.payload[..], expected);
+                    assert_eq!(p.client.as_ref().map(|c| &*c.client_id), Some(id));
+                }
+                other => panic!("expected Publish, got {other:?}"),
+            }
+        }
+        // PINGREQ is answered; SUBSCRIBE is refused (nothing is routed here).
+        c.send(&frame(0xC0, &[])).await;
+        assert_eq!(c.recv_kind(13).await.body.len(), 0);
+        c.send(&subscribe(v5, 9, &[("acme/dev/cmd", 1)])).await;
+        let suback = c.recv_kind(9).await;
+        assert_eq!(*suback.body.last().unwrap(), if v5 { 0x87 } else { 0x80 });
+        c.send(&frame(0xE0, &[])).await;
+        assert!(c.closed().await.is_empty());
+        match next_event(&mut link).await {
+            MqttEvent::Disconnected { client, clean, .. } => {
+                assert_eq!(&*client.client_id, id);
+                assert!(clean);
+            }
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        ingress
+            .handle
+            .metrics()
+            .messages_in
+            .load(std::sync::atomic::Ordering::Relaxed),
+        6
+    );
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_credential_publishes_only_under_its_own_client_id() {
+    let ingress = TestIngress::start("").await;
+    let mut link = ingress.link("acme");
+    // MQTT 5: a negative PUBACK, the connection stays.
+    let mut c = raw(ingress.addr).await;
+    assert_eq!(c.connect(&fleet_device("dev-a", true)).await, 0);
+    let _connected = next_event(&mut link).await;
+    c.send(&publish(true, "acme/dev-b/telemetry", b"1", 1, 3, false))
+        .await;
+    let nack = c.recv_kind(4).await;
+    assert_eq!(nack.body, [0, 3, 0x87]);
+    c.send(&publish(true, "acme/dev-a/telemetry", b"2", 1, 4, false))
+        .await;
+    assert_eq!(c.recv_kind(4).await.body, [0, 4]);
+    match next_event(&mut link).await {
+        MqttEvent::Publish(p) => assert_eq!(&*p.topic, "acme/dev-a/telemetry"),
+        other => panic!("only the allowed publish arrives, got {other:?}"),
+    }
+    // 3.1.1 has no negative PUBACK: the connection is closed.
+    let mut c4 = raw(ingress.addr).await;
+    assert_eq!(c4.connect(&fleet_device("dev-c", false)).await, 0);
+    c4.send(&publish(false, "plant/dev-c/telemetry", b"1", 0, 0, false))
+        .await;
+    c4.closed().await;
+    assert_eq!(ingress.refusals(Refusal::NotAuthorizedPublish), 2);
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_and_bad_wills_are_refused_with_their_codes() {
+    let ingress = TestIngress::start("").await;
+    for (v5, code) in [(false, 4), (true, 0x86)] {
+        let mut c = raw(ingress.addr).await;
+        let mut opts = fleet_device("dev-x", v5);
+        opts.password = Some("not the token");
+        assert_eq!(c.connect(&opts).await, code);
+        c.closed().await;
+        let mut c = raw(ingress.addr).await;
+        let mut opts = fleet_device("dev-x", v5);
+        opts.username = Some("nobody");
+        assert_eq!(c.connect(&opts).await, code);
+    }
+    let mut c = raw(ingress.addr).await;
+    let mut opts = fleet_device("dev-x", true);
+    opts.will = Some(("plant/dev-x/status", "offline"));
+    assert_eq!(c.connect(&opts).await, 0x87);
+    // A device user whose client id must be its user name.
+    let mut c = raw(ingress.addr).await;
+    let password = token("plant-dev-1");
+    let opts = ConnectOpts {
+        v5: false,
+        client_id: "someone-else",
+        username: Some("plant-dev-1"),
+        password: Some(&password),
+        keep_alive: 30,
+        will: None,
+    };
+    assert_eq!(c.connect(&opts).await, 2);
+    assert_eq!(ingress.refusals(Refusal::BadCredentials), 4);
+    assert_eq!(ingress.refusals(Refusal::NotAuthorizedWill), 1);
+    assert_eq!(ingress.refusals(Refusal::ClientIdRejected), 1);
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_packets_close_only_their_connection() {
+    let ingress = TestIngress::start("[limits]\nmax_packet_size = 1024\n").await;
+    let mut link = ingress.link("acme");
+    let mut good = raw(ingress.addr).await;
+    assert_eq!(good.connect(&fleet_device("dev-good", true)).await, 0);
+    let _ = next_event(&mut link).await;
+
+    // Garbage instead of CONNECT, and a CONNECT declaring 2 MB.
+    let mut garbage = raw(ingress.addr).await;
+    garbage.send(b"GET / HTTP/1.1\r\n\r\n").await;
+    garbage.closed().await;
+    let mut huge = raw(ingress.addr).await;
+    huge.send(&[0x10, 0x80, 0x80, 0x80, 0x01]).await;
+    huge.closed().await;
+
+    // Connected, then a publish declaring more than the limit: MQTT 5
+    // says why (0x95) before closing.
+    let mut big = raw(ingress.addr).await;
+    assert_eq!(big.connect(&fleet_device("dev-big", true)).await, 0);
+    let _ = next_event(&mut link).await;
+    big.send(&[0x30, 0xff, 0xff, 0x03]).await;
+    let before = big.closed().await;
+    assert!(
+        before.iter().any(|g| g.kind() == 14 && g.body == [0x95]),
+        "{before:?}"
+    );
+    // A publish with a broken topic length.
+    let mut broken = raw(ingress.addr).await;
+    assert_eq!(broken.connect(&fleet_device("dev-broken", false)).await, 0);
+    broken.send(&frame(0x30, &[0xff, 0xff, b'a'])).await;
+    broken.closed().await;
+
+    // The first device never noticed.
+    good.send(&publish(
+        true,
+        "acme/dev-good/telemetry",
+        b"still here",
+        1,
+        1,
+        false,
+    ))
+    .await;
+    assert_eq!(good.recv_kind(4).await.body, [0, 1]);
+    let mut kinds = Vec::new();
+    loop {
+        match next_event(&mut link).await {
+            MqttEvent::Publish(p) => {
+                assert_eq!(&p.payload[..], b"still here");
+                break;
+            }
+            MqttEvent::Disconnected { client, clean, .. } => {
+                assert!(!clean);
+                kinds.push(client.client_id.to_string());
+            }
+            MqttEvent::Connected(_) => {}
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["dev-big", "dev-broken"]);
+    assert_eq!(ingress.refusals(Refusal::TooLarge), 2);
+    assert_eq!(ingress.refusals(Refusal::Malformed), 1);
+    assert!(
+        ingress.refusals(Refusal::ProtocolError) + ingress.refusals(Refusal::UnsupportedProtocol)
+            >= 1
+    );
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_after_one_and_a_half_keep_alives_and_its_will_published() {
+    let ingress = TestIngress::start("").await;
+    let mut link = ingress.link("acme");
+    let mut c = raw(ingress.addr).await;
+    let mut opts = fleet_device("dev-quiet", false);
+    opts.keep_alive = 1;
+    opts.will = Some(("acme/dev-quiet/status", "offline"));
+    let started = tokio::time::Instant::now();
+    assert_eq!(c.connect(&opts).await, 0);
+    let _ = next_event(&mut link).await;
+    c.closed().await;
+    let silent = started.elapsed();
+    assert!(
+        silent >= Duration::from_millis(1400),
+        "dropped after {silent:?}, before 1.5 s"
+    );
+    match next_event(&mut link).await {
+        MqttEvent::Publish(p) => {
+            assert_eq!(&*p.topic, "acme/dev-quiet/status");
+            assert_eq!(&p.payload[..], b"offline");
+        }
+        other => panic!("expected the will, got {other:?}"),
+    }
+    match next_event(&mut link).await {
+        MqttEvent::Disconnected { clean, reason, .. } => {
+            assert!(!clean);
+            assert_eq!(reason, "keep-alive timeout");
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert_eq!(ingress.refusals(Refusal::KeepAliveTimeout), 1);
+    // A lost connection fires the will too; DISCONNECT does not.
+    let mut lost = raw(ingress.addr).await;
+    let mut opts = fleet_device("dev-lost", true);
+    opts.will = Some(("acme/dev-lost/status", "offline"));
+    assert_eq!(lost.connect(&opts).await, 0);
+    let _ = next_event(&mut link).await;
+    drop(lost);
+    match next_event(&mut link).await {
+        MqttEvent::Publish(p) => assert_eq!(&*p.topic, "acme/dev-lost/status"),
+        other => panic!("expected the will, got {other:?}"),
+    }
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_with_the_same_client_id_takes_over_in_order() {
+    let ingress = TestIngress::start("").await;
+    let mut link = ingress.link("acme");
+    let mut first = raw(ingress.addr).await;
+    assert_eq!(first.connect(&fleet_device("dev-t", true)).await, 0);
+    let _ = next_event(&mut link).await;
+    let mut second = raw(ingress.addr).await;
+    assert_eq!(second.connect(&fleet_device("dev-t", true)).await, 0);
+    let before = first.closed().await;
+    assert!(
+        before.iter().any(|g| g.kind() == 14 && g.body == [0x8E]),
+        "{before:?}"
+    );
+    assert!(matches!(
+        next_event(&mut link).await,
+        MqttEvent::Disconnected { .. }
+    ));
+    assert!(matches!(
+        next_event(&mut link).await,
+        MqttEvent::Connected(_)
+    ));
+    // A link opened now is told who is connected.
+    let mut late = ingress.link("acme");
+    match next_event(&mut late).await {
+        MqttEvent::Connected(info) => assert_eq!(&*info.client_id, "dev-t"),
+        other => panic!("expected the replayed Connected, got {other:?}"),
+    }
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_on_one_port_each_count_their_own_clients() {
+    let first = shard::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = first.local_addr().unwrap();
+    let second = shard::bind_shared(addr).unwrap();
+    let a = TestIngress::start_on("", first).await;
+    let b = TestIngress::start_on("", second).await;
+    let mut clients = Vec::new();
+    for n in 0..40 {
+        // Different source addresses hash to different shards.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(
+                format!("127.0.{}.{}:0", n / 200, 1 + n % 200)
+                    .parse()
+                    .unwrap(),
+            )
+            .unwrap();
+        let mut c = Raw {
+            stream: socket.connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+        };
+        assert_eq!(
+            c.connect(&fleet_device(&format!("dev-{n}"), false)).await,
+            0
+        );
+        clients.push(c);
+    }
+    let count = |i: &TestIngress| {
+        i.handle
+            .metrics()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    eventually("every client counted once", || count(&a) + count(&b) == 40).await;
+    assert!(
+        count(&a) > 0 && count(&b) > 0,
+        "both shards took clients: {} and {}",
+        count(&a),
+        count(&b)
+    );
+    drop(clients);
+    a.stop().await;
+    b.stop().await;
+}
