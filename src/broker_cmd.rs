@@ -7,7 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fieldlink_broker::auth::{HashKind, PasswordHash};
-use fieldlink_broker::{Broker, BrokerConfig, Listeners};
+use std::sync::Arc;
+
+use fieldlink_broker::{Broker, BrokerConfig, LinkFilter, Listeners};
+use fieldlink_gateway::driver::MqttLinkFactory;
+use fieldlink_model::mqtt::MqttLink;
 
 /// Flags of `fieldlink broker`.
 #[derive(Debug, clap::Args)]
@@ -34,6 +38,10 @@ enum BrokerCommand {
     /// Print `USERNAME:HASH` for a password read from stdin (never from the
     /// command line), like mosquitto_passwd; paste the hash as `password_hash`.
     Passwd(PasswdArgs),
+    /// One process of the lean ingress (started by `fieldlink broker` for
+    /// each of `ingress.shards`; stops when its stdin closes).
+    #[command(hide = true)]
+    Shard(crate::ingress_cmd::ShardArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,8 +62,10 @@ enum Kind {
 }
 
 pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
-    if let Some(BrokerCommand::Passwd(passwd)) = args.command {
-        return run_passwd(passwd);
+    match args.command {
+        Some(BrokerCommand::Passwd(passwd)) => return run_passwd(passwd),
+        Some(BrokerCommand::Shard(shard)) => return crate::ingress_cmd::run_shard(shard).await,
+        None => {}
     }
     let Some(path) = args.config else {
         anyhow::bail!("fieldlink broker needs --config FILE (see deploy/broker.example.toml)");
@@ -85,11 +95,30 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if let Some(metrics) = &listeners.metrics {
         line.push_str(&format!(" metrics=http://{}/", metrics.local_addr()?));
     }
+    let shards = settings.ingress.as_ref().map(|i| {
+        line.push_str(&format!(
+            " ingress={} ({} shard processes of up to {} connections)",
+            i.listen, i.shards, i.max_connections
+        ));
+        i.shards
+    });
     crate::say(format_args!("{line}"));
-    Broker::new(settings)
+    let stop_shards = tokio_util::sync::CancellationToken::new();
+    let supervisor = shards.map(|n| {
+        tokio::spawn(crate::ingress_cmd::supervise(
+            path.clone(),
+            n,
+            stop_shards.clone(),
+        ))
+    });
+    let result = Broker::new(settings)
         .run(listeners, crate::shutdown_signal())
-        .await
-        .context("broker failed")?;
+        .await;
+    stop_shards.cancel();
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.await;
+    }
+    result.context("broker failed")?;
     crate::say(format_args!("broker stopped"));
     Ok(())
 }
@@ -119,4 +148,23 @@ fn run_passwd(args: PasswdArgs) -> anyhow::Result<()> {
     let hash = PasswordHash::generate(kind, password.as_bytes())?;
     crate::say(format_args!("{}:{hash}", args.username));
     Ok(())
+}
+
+/// In-process links to a broker or an ingress (`open`), one per driver and
+/// tenant. A tenant it does not know gets a closed link (the driver logs it
+/// and retries with backoff).
+pub(crate) fn link_factory(
+    open: impl Fn(LinkFilter) -> Result<MqttLink, fieldlink_broker::BrokerError> + Send + Sync + 'static,
+) -> MqttLinkFactory {
+    Arc::new(move |tenant: Option<&str>| {
+        let filter = LinkFilter {
+            tenant: tenant.map(str::to_owned),
+        };
+        open(filter).unwrap_or_else(|e| {
+            tracing::error!(error = %e, ?tenant, "no in-process MQTT link");
+            let (_, events) = tokio::sync::mpsc::channel(1);
+            let (publish, _) = tokio::sync::mpsc::channel(1);
+            MqttLink { events, publish }
+        })
+    })
 }

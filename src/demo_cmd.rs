@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fieldlink_broker::{BrokerHandle, LinkFilter};
 use fieldlink_gateway::GatewayConfig;
-use fieldlink_gateway::driver::{MqttLinkFactory, Resources};
-use fieldlink_model::mqtt::MqttLink;
+use fieldlink_gateway::driver::Resources;
 use fieldlink_model::{Cloud, now_unix_nanos};
 use fieldlink_registry::tally::{Dimension, Tally};
 use fieldlink_registry::{Registry, RegistryConfig, Shared};
@@ -110,10 +108,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::spawn(registry.serve(grpc, http, stop_registry.clone().cancelled_owned()));
 
     let resources = Resources {
-        embedded_mqtt: fleet
-            .broker
-            .as_ref()
-            .map(|b| link_factory(b.handle.clone())),
+        embedded_mqtt: fleet.broker.as_ref().map(|b| {
+            let handle = b.handle.clone();
+            crate::broker_cmd::link_factory(move |filter| handle.link(filter))
+        }),
     };
     let stop_gateways = CancellationToken::new();
     let mut gateways = Vec::new();
@@ -162,23 +160,6 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     registry.await?.context("registry failed")?;
     crate::say(format_args!("demo: stopped"));
     Ok(())
-}
-
-/// In-process links to the embedded broker, one per driver and tenant. A
-/// tenant the broker does not know gets a closed link (the driver logs it
-/// and retries with backoff).
-fn link_factory(handle: BrokerHandle) -> MqttLinkFactory {
-    Arc::new(move |tenant: Option<&str>| {
-        let filter = LinkFilter {
-            tenant: tenant.map(str::to_owned),
-        };
-        handle.link(filter).unwrap_or_else(|e| {
-            tracing::error!(error = %e, ?tenant, "no link to the embedded broker");
-            let (_, events) = tokio::sync::mpsc::channel(1);
-            let (publish, _) = tokio::sync::mpsc::channel(1);
-            MqttLink { events, publish }
-        })
-    })
 }
 
 /// `registered 300 (public 150, private 150) · online 300 · reporting today 298 · by class ...`

@@ -7,6 +7,7 @@ mod demo_cmd;
 mod fleet_broker;
 mod fleet_run;
 mod gateway_cmd;
+mod ingress_cmd;
 mod logging;
 mod registry_cmd;
 mod report;

@@ -145,7 +145,7 @@ pub async fn run_shard(
 /// Completes when stdin reaches end of file (never when `watch` is false).
 /// A plain thread: a blocking read in the runtime's pool would hold up its
 /// shutdown.
-fn stdin_closed(watch: bool) -> oneshot::Receiver<()> {
+pub fn stdin_closed(watch: bool) -> oneshot::Receiver<()> {
     let (tx, rx) = oneshot::channel();
     if watch {
         let spawned = std::thread::Builder::new()

@@ -59,7 +59,9 @@ pub use files::{
     DEFAULT_REGISTRY_URL, FaceFiles, MANIFEST_HEADER, ModbusFiles, MqttFiles, OpcUaFiles,
     SparkplugFiles, WrittenFiles,
 };
-pub use fleet::{DEFAULT_SHARD_SIZE, RunOptions, RunningFleet, ShardArgs, ShardCommand, run_shard};
+pub use fleet::{
+    DEFAULT_SHARD_SIZE, RunOptions, RunningFleet, ShardArgs, ShardCommand, run_shard, stdin_closed,
+};
 pub use opcua::{OpcUaFaults, OpcUaFleet, OpcUaOptions};
 pub use plan::{
     DEFAULT_PORT, DEFAULT_SEED, DEFAULT_TENANTS, FleetPlan, FleetSpec, Mix, PlannedDevice,

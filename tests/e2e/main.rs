@@ -14,6 +14,7 @@ mod fleet_counts;
 mod gateway_modbus;
 mod gateway_opcua;
 mod gateway_restart;
+mod ingress_shards;
 mod interop;
 mod interop_broker;
 mod interop_mbpoll;

@@ -1,0 +1,218 @@
+//! `fieldlink broker` with an `[ingress]` section, as a separate process:
+//! two shard processes on one port, each running the gateway on its links;
+//! real `mosquitto_pub` clients (one shared fleet credential, identity =
+//! client id) publish through them and the registry counts every device;
+//! a shard killed with SIGKILL is started again and takes clients.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fieldlink_broker::auth::{HashKind, PasswordHash};
+
+use crate::support::peers::{free_port, mosquitto_pub};
+use crate::support::*;
+
+const FLEET_PASSWORD: &str = "fleet-token-0123456789abcdef";
+const DEVICES: usize = 12;
+
+struct BrokerProcess {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        // SIGTERM: the supervisor closes its shards' stdin.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl BrokerProcess {
+    /// The next line a process of the broker printed that contains `what`.
+    fn wait_line(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line with `{what}` from fieldlink broker"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+}
+
+fn write_configs(
+    dir: &std::path::Path,
+    registry: &TestRegistry,
+    ingress: u16,
+) -> std::path::PathBuf {
+    let hash = PasswordHash::generate(HashKind::Sha256, FLEET_PASSWORD.as_bytes()).unwrap();
+    let broker = format!(
+        r#"listen = "127.0.0.1:{mqtt}"
+[[tenants]]
+name = "acme"
+device.publish = ["%t/%c/#"]
+[[users]]
+username = "acme-fleet"
+password_hash = "{hash}"
+tenant = "acme"
+role = "device"
+client_id_must_match = false
+[ingress]
+listen = "127.0.0.1:{ingress}"
+shards = 2
+max_connections = 1000
+gateways = ["gateway.toml"]
+"#,
+        mqtt = free_port(),
+    );
+    let gateway = format!(
+        r#"gateway_id = "gw-ingress"
+data_dir = "{data}"
+[uplink]
+registry = "{grpc}"
+token = "{PUBLIC_TOKEN}"
+batch_max_delay = "50ms"
+[mqtt]
+broker = "embedded"
+tenant = "acme"
+[[mqtt.topics]]
+topic = "{{tenant}}/{{device_id}}/telemetry"
+tags = [{{ name = "temp", pointer = "/temp" }}]
+auto_register = {{ class = "other", category = "pollution-control", type = "PM-1" }}
+"#,
+        data = dir.join("gw").display(),
+        grpc = registry.grpc,
+    );
+    std::fs::write(dir.join("gateway.toml"), gateway).unwrap();
+    let path = dir.join("broker.toml");
+    std::fs::write(&path, broker).unwrap();
+    path
+}
+
+fn start_broker(config: &std::path::Path) -> BrokerProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+        .args(["broker", "--config"])
+        .arg(config)
+        .env("FIELDLINK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn fieldlink broker");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    BrokerProcess { child, lines }
+}
+
+fn publish(port: u16, device: &str, source: &str) -> bool {
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-A", source])
+        .args([
+            "-u",
+            "acme-fleet",
+            "-P",
+            FLEET_PASSWORD,
+            "-i",
+            device,
+            "-q",
+            "1",
+        ])
+        .args([
+            "-t",
+            &format!("acme/{device}/telemetry"),
+            "-m",
+            r#"{"temp": 21.5}"#,
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run mosquitto_pub")
+        .success()
+}
+
+/// Pids of the shard processes, from their `ingress shard K listening` lines
+/// and `/proc`.
+fn shard_pids() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.iter().any(|a| *a == b"shard") && args.iter().any(|a| a.ends_with(b"fieldlink")) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_pub_devices_through_two_ingress_shards_are_all_counted() {
+    if mosquitto_pub().is_none() {
+        return;
+    }
+    let registry = TestRegistry::start("").await;
+    let port = free_port();
+    let config = write_configs(registry.dir.path(), &registry, port);
+    let broker = start_broker(&config);
+    broker.wait_line("ingress shard 0 listening");
+    broker.wait_line("ingress shard 1 listening");
+
+    // Devices from many source addresses: the kernel spreads them over
+    // both shards.
+    let device = |n: usize| format!("pm-{n:03}");
+    let source = |n: usize| format!("127.0.{}.{}", 1 + n / 200, 1 + n % 200);
+    eventually("every device registered and reporting", || async {
+        for n in 0..DEVICES {
+            publish(port, &device(n), &source(n));
+        }
+        let s = registry.summary(None).await;
+        s["registered"]["total"] == DEVICES && s["reporting"]["total"] == DEVICES
+    })
+    .await;
+    let (_, list) = registry.get("/api/v1/devices?limit=100").await;
+    let devices = list["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), DEVICES);
+    for d in devices {
+        assert_eq!(d["class"], "other");
+        assert_eq!(d["protocol"], "mqtt-json");
+        assert_eq!(d["cloud"], "public");
+    }
+
+    // A shard killed with SIGKILL is started again by its supervisor.
+    let pids = shard_pids();
+    assert_eq!(pids.len(), 2, "two shard processes: {pids:?}");
+    let status = Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    broker.wait_line("listening");
+    eventually("two shards again", || async { shard_pids().len() == 2 }).await;
+    // Clients still get through (whichever shard takes them).
+    eventually("a publish after the restart", || async {
+        publish(port, &device(0), &source(0))
+    })
+    .await;
+    drop(broker);
+    eventually("no shard outlives its supervisor", || async {
+        shard_pids().is_empty()
+    })
+    .await;
+}
