@@ -61,6 +61,15 @@ enum Kind {
     Sha256,
 }
 
+impl BrokerArgs {
+    /// Whether this is an ingress shard: one thread each (many shards share
+    /// the cores; one allocator arena keeps an idle connection's memory
+    /// small).
+    pub(crate) fn is_shard(&self) -> bool {
+        matches!(self.command, Some(BrokerCommand::Shard(_)))
+    }
+}
+
 pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     match args.command {
         Some(BrokerCommand::Passwd(passwd)) => return run_passwd(passwd),

@@ -693,6 +693,49 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../deploy/broker.example.toml");
 
     #[test]
+    fn the_examples_ingress_section_validates_once_uncommented() {
+        let start = EXAMPLE.find("# [ingress]").expect("an [ingress] example");
+        let mut text = EXAMPLE[..start].to_owned();
+        for line in EXAMPLE[start..].lines() {
+            // `# key = value` lines are the section; `# # ...` its comments.
+            if let Some(rest) = line.strip_prefix("# ")
+                && !rest.starts_with('#')
+            {
+                text.push_str(rest);
+                text.push('\n');
+            }
+        }
+        let settings = BrokerConfig::from_toml(&text).unwrap().validate().unwrap();
+        let ingress = settings.ingress.expect("the section is read");
+        assert_eq!((ingress.shards, ingress.max_connections), (4, 15_000));
+        assert_eq!(ingress.gateways, [PathBuf::from("gateway.ingress.toml")]);
+    }
+
+    #[test]
+    fn bad_ingress_values_are_named() {
+        let text = "[ingress]\nlisten = \"127.0.0.1:1883\"\nshards = 0\nmax_connections = 20000\nmetrics = \"127.0.0.1:65535\"\n";
+        let err = BrokerConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "ingress.shards",
+            "ingress.max_connections",
+            "ingress.listen: 127.0.0.1:1883 is also listen",
+        ] {
+            assert!(err.contains(key), "{key} in {err}");
+        }
+        let text = "[ingress]\nshards = 10\nmetrics = \"127.0.0.1:65530\"\n";
+        let err = BrokerConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingress.metrics"), "{err}");
+    }
+
+    #[test]
     fn shipped_example_parses_and_validates() {
         let settings = BrokerConfig::from_toml(EXAMPLE)
             .unwrap()
