@@ -1,6 +1,6 @@
 //! `fieldlink broker` with an `[ingress]` section, as a separate process:
 //! two shard processes on one port, each running the gateway on its links;
-//! real `mosquitto_pub` clients (one shared fleet credential, identity =
+//! real `mosquitto_pub` and paho-mqtt clients (one shared fleet credential, identity =
 //! client id) publish through them and the registry counts every device;
 //! a shard killed with SIGKILL is started again and takes clients.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fieldlink_broker::auth::{HashKind, PasswordHash};
 
-use crate::support::peers::{free_port, mosquitto_pub};
+use crate::support::peers::{free_port, mosquitto_pub, python_with_paho};
 use crate::support::*;
 
 const FLEET_PASSWORD: &str = "fleet-token-0123456789abcdef";
@@ -164,15 +164,24 @@ fn shard_pids() -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_pub_devices_through_two_ingress_shards_are_all_counted() {
-    if mosquitto_pub().is_none() {
+    let (Some(_), Some(python)) = (mosquitto_pub(), python_with_paho()) else {
         return;
-    }
+    };
     let registry = TestRegistry::start("").await;
     let port = free_port();
     let config = write_configs(registry.dir.path(), &registry, port);
     let broker = start_broker(&config);
-    broker.wait_line("ingress shard 0 listening");
-    broker.wait_line("ingress shard 1 listening");
+    // Both shards, in whichever order they come up.
+    let mut up = [
+        broker.wait_line("ingress shard"),
+        broker.wait_line("ingress shard"),
+    ];
+    up.sort();
+    assert!(
+        up[0].starts_with("ingress shard 0 listening")
+            && up[1].starts_with("ingress shard 1 listening"),
+        "{up:?}"
+    );
 
     // Devices from many source addresses: the kernel spreads them over
     // both shards.
@@ -195,6 +204,45 @@ async fn mosquitto_pub_devices_through_two_ingress_shards_are_all_counted() {
         assert_eq!(d["cloud"], "public");
     }
 
+    // paho-mqtt, 3.1.1 and 5: QoS 1 acknowledged and counted; a wrong
+    // password refused (3.1.1's 4 and 5's 0x86 both read 134 in paho 2).
+    let paho = |client: &str, password: &str, version: &str| {
+        let out = Command::new(&python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/peers/paho_connect.py"
+            ))
+            .args([
+                "127.0.0.1",
+                &port.to_string(),
+                client,
+                "acme-fleet",
+                password,
+                version,
+            ])
+            .args([&format!("acme/{client}/telemetry"), r#"{"temp": 20.0}"#])
+            .output()
+            .expect("run paho_connect.py");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for version in ["4", "5"] {
+        let text = paho(&format!("paho-{version}"), FLEET_PASSWORD, version);
+        assert!(
+            text.contains("connack 0") && text.contains("puback 0"),
+            "paho v{version}: {text}"
+        );
+        let text = paho(&format!("paho-{version}"), "not-the-token", version);
+        assert!(
+            text.contains("connack 134"),
+            "paho v{version} wrong password: {text}"
+        );
+    }
+    eventually("the paho devices counted too", || async {
+        let s = registry.summary(None).await;
+        s["registered"]["total"] == DEVICES + 2 && s["reporting"]["total"] == DEVICES + 2
+    })
+    .await;
+
     // A shard killed with SIGKILL is started again by its supervisor.
     let pids = shard_pids();
     assert_eq!(pids.len(), 2, "two shard processes: {pids:?}");
@@ -203,7 +251,7 @@ async fn mosquitto_pub_devices_through_two_ingress_shards_are_all_counted() {
         .status()
         .unwrap();
     assert!(status.success());
-    broker.wait_line("listening");
+    broker.wait_line("ingress shard");
     eventually("two shards again", || async { shard_pids().len() == 2 }).await;
     // Clients still get through (whichever shard takes them).
     eventually("a publish after the restart", || async {
