@@ -32,6 +32,10 @@
 //! - [`config`]: the TOML file and its validation; [`tls`] the rustls server
 //!   configuration; [`certs`] test certificates for `fieldlink certs`.
 //!
+//! - [`ingress`]: the lean device ingress, a separate MQTT termination for
+//!   very many telemetry connections (no router, no subscriptions), run as
+//!   `SO_REUSEPORT` shard processes that feed the same in-process links.
+//!
 //! Sessions are not persisted (every CONNACK says session present 0) and the
 //! router forwards at the subscription's granted QoS (at most 1).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
