@@ -106,19 +106,7 @@ impl Listeners {
     /// # Errors
     /// `BrokerError::Listen` naming the address.
     pub async fn bind(settings: &Settings) -> Result<Listeners, BrokerError> {
-        fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, BrokerError> {
-            let listen = || {
-                let socket = if addr.is_ipv4() {
-                    TcpSocket::new_v4()?
-                } else {
-                    TcpSocket::new_v6()?
-                };
-                socket.set_reuseaddr(true)?;
-                socket.bind(addr)?;
-                socket.listen(backlog)
-            };
-            listen().map_err(|source| BrokerError::Listen { addr, source })
-        }
+        let bind = |addr, backlog| bind_listener(addr, backlog, false);
         Ok(Listeners {
             mqtt: bind(settings.listen, MQTT_BACKLOG)?,
             tls: match &settings.tls {
@@ -131,6 +119,29 @@ impl Listeners {
             },
         })
     }
+}
+
+/// Binds and listens on `addr` with `backlog`; with `reuse_port`, other
+/// processes may bind it too (the ingress's shards).
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> Result<TcpListener, BrokerError> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if reuse_port {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    listen().map_err(|source| BrokerError::Listen { addr, source })
 }
 
 /// A live connection holding a (tenant, client id).

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 use crate::BrokerError;
 
@@ -20,18 +20,7 @@ pub const BACKLOG: u32 = 8192;
 /// # Errors
 /// `BrokerError::Listen` naming the address.
 pub fn bind_shared(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
-    let listen = || {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        socket.listen(BACKLOG)
-    };
-    listen().map_err(|source| BrokerError::Listen { addr, source })
+    crate::bind_listener(addr, BACKLOG, true)
 }
 
 /// The `/metrics` address of shard `index` when shards serve from `base`
