@@ -144,6 +144,31 @@ pub(crate) fn bind_listener(
     listen().map_err(|source| BrokerError::Listen { addr, source })
 }
 
+/// The end of a stop, after the accept loops ended and the connections were
+/// told: waits up to [`DRAIN_TIMEOUT`] for the connection tasks, ends the
+/// links, then waits for the metrics server.
+pub(crate) async fn drain(
+    tasks: &TaskTracker,
+    links: &links::Links,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+    who: &str,
+) {
+    tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = tasks.len(),
+            "{who} connections still closing after the drain timeout"
+        );
+    }
+    links.clear();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+}
+
 /// A live connection holding a (tenant, client id).
 #[derive(Debug, Clone)]
 struct Session {
@@ -277,20 +302,7 @@ impl Broker {
         for l in loops {
             let _ = l.await;
         }
-        shared.tasks.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, shared.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = shared.tasks.len(),
-                "connections still closing after the drain timeout"
-            );
-        }
-        shared.links.clear();
-        if let Some(task) = metrics_task {
-            let _ = task.await;
-        }
+        crate::drain(&shared.tasks, &shared.links, metrics_task, "broker").await;
         tracing::info!("broker stopped");
         Ok(())
     }

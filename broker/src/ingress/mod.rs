@@ -56,8 +56,6 @@ use crate::config::{Role, Settings};
 use crate::links::{LinkFilter, Links};
 use crate::metrics::Metrics;
 
-/// How long a stopping ingress waits for its connections to close.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new connection waits for the one it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// Refusal log lines per second, beyond which they are only counted.
@@ -279,20 +277,7 @@ impl Ingress {
         for h in held {
             h.slot.kick(Kick::Shutdown);
         }
-        shared.tasks.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, shared.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = shared.tasks.len(),
-                "ingress connections still closing after the drain timeout"
-            );
-        }
-        shared.links.clear();
-        if let Some(task) = metrics_task {
-            let _ = task.await;
-        }
+        crate::drain(&shared.tasks, &shared.links, metrics_task, "ingress").await;
         tracing::info!("ingress stopped");
         Ok(())
     }
