@@ -17,6 +17,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps allocations of one size together, so the lean
+/// ingress's many long-lived small ones (a connection's task, socket
+/// registration and presence) do not sit between short-lived ones and its
+/// 128-byte-aligned ones are not padded: measured with 15 000 idle
+/// connections on one shard, 1.13 KB per connection against glibc's 1.22
+/// (then; 0.87 KB now, see `broker/src/ingress`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Fieldlink: industrial device connectivity with exact, checkable device counts.
 #[derive(Debug, Parser)]
 #[command(name = "fieldlink", version, about, propagate_version = true)]

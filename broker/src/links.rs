@@ -55,9 +55,10 @@ pub const MAX_RETAINED: usize = 200_000;
 /// What a new link is told first.
 #[derive(Debug, Default)]
 struct State {
-    /// Retained messages are not kept (the lean ingress: its links open
-    /// before it accepts, and it keeps no per-topic state).
-    forget_retained: bool,
+    /// Retained messages are not kept and who is online is the owner's to
+    /// tell (the lean ingress: it keeps no per-topic state, and its session
+    /// table already knows who is connected).
+    owner_tracks: bool,
     /// Connected clients by (tenant, client id).
     online: HashMap<(Option<Arc<str>>, Arc<str>), ClientInfo>,
     /// Retained messages by topic (a topic belongs to one tenant's prefix).
@@ -67,21 +68,32 @@ struct State {
 impl State {
     /// Updates the state with `event` of a client of `tenant`.
     fn apply(&mut self, tenant: Option<&str>, event: &MqttEvent, metrics: &Metrics) {
-        let tenant: Option<Arc<str>> = tenant.map(Arc::from);
+        // The client's own tenant name is shared, not copied, when it is
+        // the one given (an online entry per connection must stay small).
+        let tenant_of = |client: &ClientInfo| -> Option<Arc<str>> {
+            match (&client.tenant, tenant) {
+                (Some(own), Some(t)) if &**own == t => Some(own.clone()),
+                _ => tenant.map(Arc::from),
+            }
+        };
         match event {
+            MqttEvent::Connected(_) | MqttEvent::Disconnected { .. } | MqttEvent::Publish(_)
+                if self.owner_tracks => {}
             MqttEvent::Connected(info) => {
                 self.online
-                    .insert((tenant, info.client_id.clone()), info.clone());
+                    .insert((tenant_of(info), info.client_id.clone()), info.clone());
             }
             MqttEvent::Disconnected { client, .. } => {
-                self.online.remove(&(tenant, client.client_id.clone()));
+                self.online
+                    .remove(&(tenant_of(client), client.client_id.clone()));
             }
-            MqttEvent::Publish(p) if p.retain && !self.forget_retained => {
+            MqttEvent::Publish(p) if p.retain => {
                 if p.payload.is_empty() {
                     self.retained.remove(&p.topic);
                 } else if self.retained.len() < MAX_RETAINED || self.retained.contains_key(&p.topic)
                 {
-                    self.retained.insert(p.topic.clone(), (tenant, p.clone()));
+                    self.retained
+                        .insert(p.topic.clone(), (tenant.map(Arc::from), p.clone()));
                 } else {
                     metrics.link_retained_dropped.fetch_add(1, Relaxed);
                 }
@@ -118,15 +130,16 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// Links whose new members are told who is connected, but no retained
-    /// messages.
-    pub(crate) fn without_retained() -> Links {
+    /// Links that keep no retained messages and leave who is online to
+    /// their owner: a new member is told what [`Links::add_told`]'s `told`
+    /// gives, and [`Links::emit_marking`] marks who was announced.
+    pub(crate) fn owner_tracked() -> Links {
         let links = Links::default();
         links
             .state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .forget_retained = true;
+            .owner_tracks = true;
         links
     }
 
@@ -137,9 +150,22 @@ impl Links {
         tenant: Option<Arc<str>>,
         capacity: usize,
     ) -> (u64, mpsc::Receiver<MqttEvent>) {
+        self.add_told(tenant, capacity, |_| Vec::new())
+    }
+
+    /// [`Links::add`], the new link told first what the links keep and then
+    /// `told(tenant)`, both read under the lock [`Links::emit_marking`]'s
+    /// marks are made under.
+    pub(crate) fn add_told(
+        &self,
+        tenant: Option<Arc<str>>,
+        capacity: usize,
+        told: impl FnOnce(Option<&str>) -> Vec<MqttEvent>,
+    ) -> (u64, mpsc::Receiver<MqttEvent>) {
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let replay = state.replay(tenant.as_deref());
+        let mut replay = state.replay(tenant.as_deref());
+        replay.extend(told(tenant.as_deref()));
         let (tx, rx) = mpsc::channel(capacity.max(1) + replay.len());
         for event in replay {
             // Fits: the channel was sized for it, and nobody else has it yet.
@@ -179,6 +205,23 @@ impl Links {
         metrics: &Metrics,
         stop: &CancellationToken,
     ) -> bool {
+        self.emit_marking(tenant, skip, event, metrics, stop, || {})
+            .await
+    }
+
+    /// [`Links::emit`], calling `mark` (a state change of the owner's, such
+    /// as "announced") under the lock that new links' snapshots are read
+    /// under, so a link added meanwhile sees the event either in what it is
+    /// told first or as this event.
+    pub(crate) async fn emit_marking(
+        &self,
+        tenant: Option<&str>,
+        skip: Option<u64>,
+        event: MqttEvent,
+        metrics: &Metrics,
+        stop: &CancellationToken,
+        mark: impl FnOnce(),
+    ) -> bool {
         let changes_state = !matches!(&event, MqttEvent::Publish(p) if !p.retain);
         let sinks = if changes_state {
             // State changes and the link list are read together, so that a
@@ -186,6 +229,7 @@ impl Links {
             // or as this event, never both or neither.
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             state.apply(tenant, &event, metrics);
+            mark();
             self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone()
         } else {
             self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -13,10 +13,14 @@
 //! with refusals) and nothing is routed back to devices; what a link
 //! publishes is dropped and counted. Commands, Sparkplug and general
 //! pub/sub stay on the rumqttd broker. In exchange an idle connection costs
-//! only its task (a small state machine: no buffer, no stack; bytes are
-//! read into a stack chunk and a heap buffer exists only while a packet is
-//! split across reads), the socket's registration and its entry in the
-//! session table.
+//! only its task (136 bytes of state awaiting nothing but the socket's
+//! readiness: no buffer, no stack, no timer; reads and their handling run
+//! in boxed futures, and a heap buffer exists only while a packet is split
+//! across reads), the socket's registration, and its `Presence`, which
+//! the session table points to. Keep-alives are one sweep per shard;
+//! takeovers, keep-alive drops and shutdown wake a connection by shutting
+//! its socket's read side. Measured: 0.87 KB of RSS per idle connection
+//! (15 000 on one shard).
 //!
 //! - Auth and ACL are the broker's: the same `[[users]]` (a fleet may share
 //!   one user per tenant with `client_id_must_match = false`; the device's
@@ -37,16 +41,19 @@
 pub mod codec;
 mod session;
 pub mod shard;
+mod table;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fieldlink_model::mqtt::{MqttLink, OutgoingPublish};
+use fieldlink_model::mqtt::{ClientInfo, MqttEvent, MqttLink, OutgoingPublish};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,11 +62,14 @@ use crate::acl::AclPatterns;
 use crate::config::{Role, Settings};
 use crate::links::{LinkFilter, Links};
 use crate::metrics::Metrics;
+use table::SessionTable;
 
 /// How long a new connection waits for the one it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// Refusal log lines per second, beyond which they are only counted.
 const LOG_LINES_PER_SEC: u64 = 20;
+/// How often the shard looks for clients silent past their keep-alive.
+const KEEP_ALIVE_SWEEP: Duration = Duration::from_millis(250);
 
 /// Why a connection was told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,53 +81,57 @@ enum Kick {
     TakenOver = 1,
     /// The ingress stops.
     Shutdown = 2,
+    /// Silent for 1.5× its keep-alive.
+    KeepAlive = 3,
 }
 
-/// What a connection and whoever replaces or stops it share.
-#[derive(Debug, Default)]
-struct Slot {
-    kick: Notify,
+/// A connected client, as its task, the session table and whoever stops it
+/// see it. An idle connection waits only for its socket to be readable:
+/// being told to stop (taken over, keep-alive, shutdown) is a reason stored
+/// here and the read side of its socket shut, which wakes it.
+#[derive(Debug)]
+struct Presence {
+    /// Who (the `Connected` event's client).
+    info: ClientInfo,
+    /// The connection's socket, open while it is in the session table.
+    fd: RawFd,
+    /// [`Kick`] as a byte: the first reason told wins.
     why: AtomicU8,
-    finished: Notify,
-    done: AtomicBool,
+    /// When bytes last came, in milliseconds of the shard's clock.
+    last_read_ms: AtomicU64,
+    /// 1.5× the keep-alive granted, in milliseconds.
+    silence_ms: u64,
+    /// Its `Connected` was handed to the links (set and cleared under the
+    /// links' lock, so a new link is told of it exactly once).
+    announced: AtomicBool,
 }
 
-impl Slot {
+impl Presence {
+    /// Tells the connection to stop. Only called with the session table
+    /// locked and the connection in it, so `fd` is still its socket (a
+    /// connection leaves the table before its socket closes).
     fn kick(&self, why: Kick) {
-        self.why.store(why as u8, Relaxed);
-        self.kick.notify_one();
+        if self
+            .why
+            .compare_exchange(Kick::None as u8, why as u8, Relaxed, Relaxed)
+            .is_ok()
+        {
+            // SAFETY: shutdown(2) touches no memory; `fd` is open and this
+            // connection's (see above), so no other socket is affected.
+            unsafe {
+                libc::shutdown(self.fd, libc::SHUT_RD);
+            }
+        }
     }
 
     fn kicked(&self) -> Kick {
         match self.why.load(Relaxed) {
             1 => Kick::TakenOver,
             2 => Kick::Shutdown,
+            3 => Kick::KeepAlive,
             _ => Kick::None,
         }
     }
-
-    /// Marks the connection finished (its last event emitted).
-    fn finish(&self) {
-        self.done.store(true, Relaxed);
-        self.finished.notify_one();
-    }
-
-    async fn wait_finished(&self) {
-        let finished = self.finished.notified();
-        if !self.done.load(Relaxed) {
-            finished.await;
-        }
-    }
-}
-
-/// (tenant, client id): one live connection each.
-type SessionKey = (Arc<str>, Arc<str>);
-
-/// The connection holding a (tenant, client id).
-#[derive(Debug, Clone)]
-struct Held {
-    conn: u64,
-    slot: Arc<Slot>,
 }
 
 /// Log lines of refusals, at most [`LOG_LINES_PER_SEC`] a second.
@@ -157,13 +171,47 @@ struct Shared {
     settings: Settings,
     metrics: Arc<Metrics>,
     links: Links,
-    sessions: Mutex<HashMap<SessionKey, Held>>,
+    sessions: Mutex<SessionTable>,
+    /// Told when a connection leaves the session table (takeovers wait on it).
+    released: Notify,
+    /// The shard's clock for keep-alives.
+    started: Instant,
     acls: HashMap<(Arc<str>, Role), Arc<AclPatterns>>,
     auth_slots: Semaphore,
+    /// One permit per connection `max_connections` allows.
+    conn_slots: Arc<Semaphore>,
     stop: CancellationToken,
     tasks: TaskTracker,
     next_conn: AtomicU64,
     log: LogBudget,
+}
+
+impl Shared {
+    /// Milliseconds of the shard's clock.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Tells clients silent for 1.5× their keep-alive to stop, every
+/// [`KEEP_ALIVE_SWEEP`], until the ingress stops: one timer for the shard
+/// instead of one per connection.
+async fn sweep_keep_alive(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(KEEP_ALIVE_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = shared.now_ms();
+        let sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        for held in sessions.iter() {
+            if now.saturating_sub(held.last_read_ms.load(Relaxed)) > held.silence_ms {
+                held.kick(Kick::KeepAlive);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -179,7 +227,6 @@ impl std::fmt::Debug for Shared {
 #[derive(Debug)]
 pub struct Ingress {
     shared: Arc<Shared>,
-    max_connections: usize,
 }
 
 /// A cheap handle to an ingress: in-process links and metrics.
@@ -208,16 +255,18 @@ impl Ingress {
             shared: Arc::new(Shared {
                 settings,
                 metrics: Arc::new(Metrics::default()),
-                links: Links::without_retained(),
-                sessions: Mutex::new(HashMap::new()),
+                links: Links::owner_tracked(),
+                sessions: Mutex::new(SessionTable::default()),
+                released: Notify::new(),
+                started: Instant::now(),
                 acls,
                 auth_slots,
+                conn_slots: Arc::new(Semaphore::new(max_connections)),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
                 log: LogBudget::default(),
             }),
-            max_connections,
         }
     }
 
@@ -243,39 +292,36 @@ impl Ingress {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), BrokerError> {
         let shared = self.shared;
-        let slots = Arc::new(Semaphore::new(self.max_connections));
         let accept = {
             let shared = shared.clone();
             tokio::spawn(crate::accept::accept_loop(
                 listener,
-                slots,
+                shared.conn_slots.clone(),
                 shared.metrics.clone(),
                 shared.stop.clone(),
                 move |stream, peer, permit| {
                     let task_shared = shared.clone();
-                    shared.tasks.spawn(async move {
-                        session::serve(stream, peer, task_shared).await;
-                        drop(permit);
-                    });
+                    shared
+                        .tasks
+                        .spawn(session::serve(stream, peer, task_shared, permit));
                 },
             ))
         };
         let metrics_task =
             metrics.map(|l| crate::metrics::serve(l, shared.metrics.clone(), shared.stop.clone()));
+        shared.tasks.spawn(sweep_keep_alive(shared.clone()));
 
         shutdown.await;
         tracing::info!("ingress stopping");
         shared.stop.cancel();
         let _ = accept.await;
-        let held: Vec<Held> = shared
+        for held in shared
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for h in held {
-            h.slot.kick(Kick::Shutdown);
+            .iter()
+        {
+            held.kick(Kick::Shutdown);
         }
         crate::drain(&shared.tasks, &shared.links, metrics_task, "ingress").await;
         tracing::info!("ingress stopped");
@@ -315,7 +361,17 @@ impl IngressHandle {
             None => None,
         };
         let capacity = shared.settings.limits.link_capacity;
-        let (_, events) = shared.links.add(tenant.clone(), capacity);
+        // Told first who is connected now: the announced entries of the
+        // session table.
+        let (_, events) = shared.links.add_told(tenant.clone(), capacity, |tenant| {
+            let sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions
+                .iter()
+                .filter(|p| p.announced.load(Relaxed))
+                .filter(|p| tenant.is_none() || p.info.tenant.as_deref() == tenant)
+                .map(|p| MqttEvent::Connected(p.info.clone()))
+                .collect()
+        });
         let (publish, mut publish_rx) = mpsc::channel::<OutgoingPublish>(64);
         let metrics = shared.metrics.clone();
         let stop = shared.stop.clone();
