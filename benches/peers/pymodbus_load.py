@@ -6,7 +6,8 @@ Usage: pymodbus_load.py LOAD.json
 LOAD.json (written by the bench):
 
     {"devices": [["127.1.0.1", 15020], ...],
-     "groups": [[[start, count], ...], ...],   # input-register reads per poll group
+     # input-register reads per poll group, each with the u16 tags it serves
+     "groups": [[[start, count, [["t0000", offset], ...]], ...], ...],
      "unit_id": 1, "interval_s": 1.0, "warmup_s": 2.0, "duration_s": 30.0,
      "timeout_s": 1.0, "connect_concurrency": 256}
 
@@ -14,12 +15,16 @@ Like the gateway: one AsyncModbusTcpClient (one TCP connection) per device and
 one asyncio task per device; a device starts polling as soon as it is
 connected and reads every poll group every interval, the group's reads one
 after the other; a tick missed because the previous poll ran late is skipped,
-not caught up. No retries (the gateway does not retry either).
+not caught up. `interval_s` 0 polls back to back (saturation), as the
+gateway does with a poll interval of 0. No retries (the gateway does not
+retry either). Each answered read is decoded as the gateway decodes it: one
+point (tag, value, time) per tag, the value the tag's register.
 
 Once every device is connected and `warmup_s` has passed, it measures for
-`duration_s`: transactions, registers, exceptions, errors, each request's and
-each poll group's latency, and the process's CPU time (time.process_time).
-Prints one JSON object on stdout; diagnostics go to stderr.
+`duration_s`: transactions, registers, points, exceptions, errors, each
+request's and each poll group's latency, and the process's CPU time
+(time.process_time). Prints one JSON object on stdout; diagnostics go to
+stderr.
 """
 
 import asyncio
@@ -45,6 +50,7 @@ class Stats:
         self.window = [math.inf, math.inf]  # monotonic start, end
         self.transactions = 0
         self.registers = 0
+        self.points = 0
         self.exceptions = 0
         self.errors = 0
         self.late_ticks = 0
@@ -58,17 +64,20 @@ class Stats:
         return self.window[0] <= t < self.window[1]
 
 
-async def read(client, start, count, unit, stats):
-    """One request; returns (registers, exception, error)."""
+async def read(client, start, count, tags, unit, stats):
+    """One request; returns (registers, points, exception, error)."""
     try:
         rr = await client.read_input_registers(start, count=count, device_id=unit)
     except Exception as e:  # timeout, broken connection
         if len(stats.error_samples) < 5:
             stats.error_samples.append(f"{type(e).__name__}: {e}")
-        return 0, False, True
+        return 0, None, False, True
     if rr.isError():
-        return 0, True, False
-    return len(rr.registers), False, False
+        return 0, None, True, False
+    registers = rr.registers
+    now = time.time_ns()
+    points = [(name, registers[offset], now) for name, offset in tags]
+    return len(registers), points, False, False
 
 
 async def device(host, port, load, sem, stats):
@@ -94,21 +103,28 @@ async def device(host, port, load, sem, stats):
             for reads in groups:
                 g0 = time.perf_counter_ns()
                 results = []
-                for start, count in reads:
+                for start, count, tags in reads:
                     t0 = time.perf_counter_ns()
-                    registers, exception, error = await read(
-                        client, start, count, unit, stats
+                    registers, points, exception, error = await read(
+                        client, start, count, tags, unit, stats
                     )
-                    results.append((time.perf_counter_ns() - t0, registers, exception, error))
+                    results.append(
+                        (time.perf_counter_ns() - t0, registers, points, exception, error)
+                    )
                 g1 = time.perf_counter_ns()
                 if stats.inside(time.monotonic()):
                     stats.group_ns.append(g1 - g0)
-                    for ns, registers, exception, error in results:
+                    for ns, registers, points, exception, error in results:
                         stats.transactions += 1
                         stats.registers += registers
+                        stats.points += len(points) if points else 0
                         stats.exceptions += exception
                         stats.errors += error
                         stats.request_ns.append(ns)
+            if interval <= 0:
+                # Saturation: the next poll goes out at once.
+                tick = time.monotonic()
+                continue
             # Keep the cadence; after a stall, skip missed ticks.
             tick += interval
             now = time.monotonic()
@@ -178,9 +194,13 @@ async def main(path):
         "seconds": seconds,
         "transactions": stats.transactions,
         "transactions_per_sec": stats.transactions / seconds if seconds > 0 else 0.0,
-        "expected_transactions_per_sec": stats.connected * per_poll / load["interval_s"],
+        "expected_transactions_per_sec": (
+            stats.connected * per_poll / load["interval_s"] if load["interval_s"] > 0 else None
+        ),
         "registers": stats.registers,
         "registers_per_sec": stats.registers / seconds if seconds > 0 else 0.0,
+        "points": stats.points,
+        "points_per_sec": stats.points / seconds if seconds > 0 else 0.0,
         "exceptions": stats.exceptions,
         "errors": stats.errors,
         "error_samples": stats.error_samples,
@@ -189,6 +209,7 @@ async def main(path):
         "cpu_utilization": cpu / seconds if seconds > 0 else 0.0,
         "registers_per_cpu_second": stats.registers / cpu if cpu > 0 else None,
         "transactions_per_cpu_second": stats.transactions / cpu if cpu > 0 else None,
+        "points_per_cpu_second": stats.points / cpu if cpu > 0 else None,
         "request_latency_ms": quantiles(stats.request_ns),
         "poll_latency_ms": quantiles(stats.group_ns),
     }

@@ -24,10 +24,16 @@
 //!
 //! Whatever fails, every process the bench started is stopped.
 //!
-//! The load per device is `--tags` u16 tags over the input registers every
-//! simulated device maps from address 0 — see [`layout`](self::Layout) for
-//! how the two layouts place them and why a contiguous read carries fewer
-//! registers than tags (the catalog maps 9 to 25 input registers there).
+//! The load per device is `--tags` u16 tags over the 125-register scan
+//! block every simulated device serves (input registers 5000..=5124) — see
+//! [`layout`](self::Layout) for how the two layouts place them.
+//!
+//! Two modes ([`Mode`]): **cadence** polls every group at `--interval`;
+//! **saturate** polls back to back (poll interval 0: each device's next read
+//! goes out as soon as its last one is answered), gateway and peer alike, so
+//! the figures are what one gateway process does at full load: points and
+//! registers per second and per gateway CPU-second (from
+//! `/proc/<pid>/stat`), beside pymodbus doing the same reads and decodes.
 
 mod gateway;
 mod layout;
@@ -45,7 +51,7 @@ use fieldlink_sim::{FleetPlan, FleetSpec, RunOptions, RunningFleet, ShardCommand
 pub use layout::Layout;
 
 use gateway::GatewayProcess;
-use layout::Load;
+use layout::{Block, Load};
 use peer::{PeerOut, Python};
 use report::{
     ArgsOut, FleetOut, GatewayOut, LoadOut, MachineOut, Ratios, RegistryOut, Results, per_cpu,
@@ -56,6 +62,26 @@ use window::{Watched, Window};
 use crate::process::{self, LogLimits, Tenant};
 use crate::registry::RegistryProcess;
 
+/// How fast the devices are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every poll group at `--interval`.
+    Cadence,
+    /// Back to back (poll interval 0): as fast as the devices answer.
+    Saturate,
+}
+
+impl Mode {
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Cadence => "cadence",
+            Mode::Saturate => "saturate",
+        }
+    }
+}
+
 /// Flags of `fieldlink bench modbus`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModbusArgs {
@@ -65,9 +91,14 @@ pub struct ModbusArgs {
     /// u16 tags (points) per device.
     #[arg(long, default_value_t = 125)]
     pub tags: u32,
-    /// Poll interval of every tag (e.g. 1000ms, 1s).
+    /// Poll interval of every tag (e.g. 1000ms, 1s); ignored by
+    /// `--mode saturate`.
     #[arg(long, default_value = "1000ms", value_parser = fieldlink_sim::parse_interval)]
     pub interval: Duration,
+    /// `cadence` (every group at `--interval`) or `saturate` (back to back,
+    /// as fast as the devices answer).
+    #[arg(long, value_enum, default_value_t = Mode::Cadence)]
+    pub mode: Mode,
     /// Length of the measuring window (gateway, then the same for pymodbus).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -133,12 +164,7 @@ pub async fn run(args: ModbusArgs) -> anyhow::Result<()> {
         ..FleetSpec::default()
     })
     .context("cannot plan the fleet")?;
-    let load = Load::new(
-        args.layout,
-        args.tags,
-        layout::mapped_block(&plan),
-        args.interval,
-    )?;
+    let load = Load::new(args.layout, args.tags, Block::SCAN, poll_interval(&args))?;
     println!(
         "load per device and poll: {} request(s), {} registers, {} points ({})",
         load.requests_per_poll(),
@@ -207,26 +233,44 @@ fn check_args(args: &ModbusArgs) -> anyhow::Result<()> {
     if args.port == 0 {
         bail!("--port must be above 0 (every device listens on it)");
     }
+    if args.mode == Mode::Cadence && args.interval < Duration::from_millis(10) {
+        bail!(
+            "--interval must be at least 10ms (the gateway's least); --mode saturate polls back to back"
+        );
+    }
     Ok(())
+}
+
+/// The poll interval of every group: `--interval`, or 0 (back to back)
+/// when saturating.
+fn poll_interval(args: &ModbusArgs) -> Duration {
+    match args.mode {
+        Mode::Cadence => args.interval,
+        Mode::Saturate => Duration::ZERO,
+    }
 }
 
 /// How the tags sit on the registers, for people.
 fn note(load: &Load) -> String {
-    let w = load.block;
-    let last = w.saturating_sub(1);
+    let (first, w) = (load.block.start, load.block.len);
+    let last = u32::from(first) + u32::from(w.saturating_sub(1));
     match load.layout {
         Layout::Contiguous => format!(
-            "every simulated device maps input registers 0..={last} ({w} registers): tag j of each group of up to 125 tags reads address j mod {w}, so a group is one read of min(tags, {w}) registers"
+            "every simulated device serves input registers {first}..={last} ({w} registers, the scan block): tag j of each group of up to 125 tags reads address {first} + j mod {w}, so a group is one read of min(tags, {w}) registers"
         ),
         Layout::Scattered => format!(
-            "tags at every other input register of 0..={last}, {} per poll group: each tag is its own 1-register request",
+            "tags at every other input register of {first}..={last}, {} per poll group: each tag is its own 1-register request",
             w.div_ceil(2)
         ),
     }
 }
 
-/// Warm-up after every session is up: two polls, at least a second.
+/// Warm-up after every session is up: two polls, at least a second (three
+/// when saturating, so that every device is past its first polls).
 fn warmup(interval: Duration) -> Duration {
+    if interval.is_zero() {
+        return Duration::from_secs(3);
+    }
     (interval * 2).max(Duration::from_secs(1))
 }
 
@@ -252,7 +296,8 @@ async fn drive(
         args: ArgsOut {
             devices: args.devices,
             tags: args.tags,
-            interval_ms: args.interval.as_secs_f64() * 1e3,
+            mode: args.mode,
+            interval_ms: poll_interval(args).as_secs_f64() * 1e3,
             duration_secs: args.duration.as_secs_f64(),
             layout: args.layout,
             port: args.port,
@@ -280,20 +325,29 @@ async fn drive(
 }
 
 fn load_out(args: &ModbusArgs, load: &Load) -> LoadOut {
-    let polls_per_sec = f64::from(args.devices) / args.interval.as_secs_f64();
+    let polls_per_sec = cadence_polls_per_sec(args, load);
     LoadOut {
         layout: load.layout,
         tags_per_device: load.tags,
-        mapped_input_registers: load.block,
+        block_start: load.block.start,
+        block_registers: load.block.len,
         poll_groups: load.groups.len(),
         requests_per_poll: load.requests_per_poll(),
         registers_per_poll: load.registers_per_poll(),
         registers_per_request: load.registers_per_request(),
         points_per_poll: u64::from(load.tags),
-        expected_transactions_per_sec: polls_per_sec * load.requests_per_poll() as f64,
-        expected_registers_per_sec: polls_per_sec * load.registers_per_poll() as f64,
+        expected_transactions_per_sec: polls_per_sec.map(|p| p * load.requests_per_poll() as f64),
+        expected_registers_per_sec: polls_per_sec.map(|p| p * load.registers_per_poll() as f64),
         note: note(load),
     }
+}
+
+/// Polls per second the cadence asks for; `None` when saturating (as many
+/// as the devices answer).
+fn cadence_polls_per_sec(args: &ModbusArgs, load: &Load) -> Option<f64> {
+    (!load.interval.is_zero())
+        .then(|| f64::from(args.devices) / load.interval.as_secs_f64())
+        .filter(|_| args.mode == Mode::Cadence)
 }
 
 /// Runs pymodbus: (figures, why missing, why failed).
@@ -325,7 +379,7 @@ async fn run_peer(
         dir,
         endpoints,
         load,
-        warmup(args.interval),
+        warmup(poll_interval(args)),
         args.duration,
         REQUEST_TIMEOUT,
     )
@@ -442,7 +496,7 @@ async fn with_gateway(
         .context("the gateway did not bring every device online")?;
     let connect_secs = started.elapsed().as_secs_f64();
     let rss_online = process::rss_bytes(gateway.pid());
-    let warm = warmup(args.interval);
+    let warm = warmup(poll_interval(args));
     println!(
         "{} sessions up after {connect_secs:.1} s; warming up {} ms, measuring for {} ...",
         args.devices,
@@ -458,6 +512,10 @@ async fn with_gateway(
         gateway: gateway.pid(),
         registry: registry.process().pid(),
         fleet: fleet_pids,
+        registry_metrics: crate::prometheus::Endpoint::new(format!(
+            "{}metrics",
+            registry.process().http_url()
+        ))?,
     };
     let window = window::measure(gateway, &watched, args.duration).await?;
     let rss = process::rss_bytes(gateway.pid());
@@ -508,13 +566,19 @@ fn gateway_out(
     .round() as u64;
     let points = b.points.saturating_sub(a.points);
     let cpu = window.first.cpu_diff(&window.last, |r| r.gateway_cpu);
-    let expected =
-        f64::from(args.devices) * load.requests_per_poll() as f64 / args.interval.as_secs_f64();
-    let slow_samples = window
-        .timeline
-        .iter()
-        .filter(|s| s.transactions_per_sec < 0.8 * expected)
-        .count();
+    let delivered = window
+        .last
+        .registry_points
+        .zip(window.first.registry_points)
+        .map(|(b, a)| b.saturating_sub(a));
+    let expected = cadence_polls_per_sec(args, load).map(|p| p * load.requests_per_poll() as f64);
+    let slow_samples = expected.map_or(0, |expected| {
+        window
+            .timeline
+            .iter()
+            .filter(|s| s.transactions_per_sec < 0.8 * expected)
+            .count()
+    });
     GatewayOut {
         connect_secs,
         window_secs: seconds,
@@ -530,6 +594,9 @@ fn gateway_out(
         registers_per_cpu_second: per_cpu(registers, cpu),
         transactions_per_cpu_second: per_cpu(transactions, cpu),
         points_per_cpu_second: per_cpu(points, cpu),
+        points_delivered: delivered,
+        points_delivered_per_sec: delivered.map(|d| per_sec(d, seconds)),
+        points_delivered_per_cpu_second: delivered.and_then(|d| per_cpu(d, cpu)),
         poll_latency: a.poll_latency(b),
         rss_bytes_online: rss_online,
         rss_bytes: rss,
@@ -545,6 +612,9 @@ fn gateway_out(
         batches_acked: b.batches_acked.saturating_sub(a.batches_acked),
         batches_dropped: b.batches_dropped,
         uplink_lag_seconds_max: window.uplink_lag_max,
+        uplink_lag_seconds_end: b.uplink_lag_seconds,
+        spool_batches_max: window.spool_batches_max,
+        spool_batches_end: b.spool_batches,
         slow_samples,
         timeline: window.timeline.clone(),
         log: Default::default(),
@@ -561,6 +631,7 @@ mod tests {
             devices: 10,
             tags: 125,
             interval: Duration::from_secs(1),
+            mode: Mode::Cadence,
             duration: Duration::from_secs(2),
             layout: Layout::Contiguous,
             port: 15020,
@@ -572,6 +643,13 @@ mod tests {
     #[test]
     fn bad_flags_are_refused() {
         assert!(check_args(&args()).is_ok());
+        let saturate = ModbusArgs {
+            mode: Mode::Saturate,
+            interval: Duration::ZERO,
+            ..args()
+        };
+        assert!(check_args(&saturate).is_ok());
+        assert_eq!(poll_interval(&saturate), Duration::ZERO);
         for bad in [
             ModbusArgs {
                 devices: 0,
@@ -581,6 +659,10 @@ mod tests {
             ModbusArgs { port: 0, ..args() },
             ModbusArgs {
                 duration: Duration::from_millis(500),
+                ..args()
+            },
+            ModbusArgs {
+                interval: Duration::from_millis(5),
                 ..args()
             },
         ] {
@@ -600,12 +682,30 @@ mod tests {
 
     #[test]
     fn the_expected_rates_follow_the_load() {
-        let load = Load::new(Layout::Contiguous, 125, 10, Duration::from_secs(1)).unwrap();
+        let load = Load::new(Layout::Contiguous, 125, Block::SCAN, Duration::from_secs(1)).unwrap();
         let out = load_out(&args(), &load);
-        assert_eq!(out.expected_transactions_per_sec, 10.0);
-        assert_eq!(out.expected_registers_per_sec, 100.0);
-        assert!(out.note.contains("0..=9 (10 registers)"), "{}", out.note);
+        assert_eq!(out.expected_transactions_per_sec, Some(10.0));
+        assert_eq!(out.expected_registers_per_sec, Some(1250.0));
+        assert!(
+            out.note.contains("5000..=5124 (125 registers"),
+            "{}",
+            out.note
+        );
         assert_eq!(warmup(Duration::from_millis(200)), Duration::from_secs(1));
         assert_eq!(warmup(Duration::from_secs(2)), Duration::from_secs(4));
+        let saturate = ModbusArgs {
+            mode: Mode::Saturate,
+            ..args()
+        };
+        let load = Load::new(
+            Layout::Contiguous,
+            125,
+            Block::SCAN,
+            poll_interval(&saturate),
+        )
+        .unwrap();
+        let out = load_out(&saturate, &load);
+        assert_eq!(out.expected_transactions_per_sec, None);
+        assert_eq!(warmup(Duration::ZERO), Duration::from_secs(3));
     }
 }

@@ -72,6 +72,9 @@ pub enum GatewayError {
         /// Why.
         source: std::io::Error,
     },
+    /// The uplink's thread could not be started.
+    #[error("cannot start the uplink thread: {0}")]
+    Uplink(std::io::Error),
     /// The metrics listener failed.
     #[error("metrics listener {addr}: {source}")]
     Metrics {

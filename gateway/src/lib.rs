@@ -7,8 +7,8 @@
 //! as Modbus run on the core's poller; the MQTT drivers share
 //! [`driver::mqtt_source`]) → [`normalize`] (announces, status changes and points into
 //! protobuf batches) → [`spool`] (every batch on disk before it is sent) →
-//! [`uplink`] (gRPC streams to the registry with the tenant token; acks
-//! remove batches from the spool). [`run`] wires them for a validated
+//! [`uplink`] (gRPC streams to the registry with the tenant token, on a
+//! thread of its own; acks remove batches from the spool). [`run`] wires them for a validated
 //! [`Settings`]; [`device`] holds what is announced.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -152,7 +152,9 @@ pub async fn run_with(
         metrics: metrics.clone(),
         announces,
     };
-    let uplink = tokio::spawn(uplink.run(stop_uplink.clone()));
+    let uplink = uplink
+        .spawn(stop_uplink.clone())
+        .map_err(GatewayError::Uplink)?;
 
     shutdown.await;
     tracing::info!("gateway stopping");
@@ -166,7 +168,7 @@ pub async fn run_with(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop_uplink.cancel();
-    let _ = uplink.await;
+    uplink.join().await;
     stop_metrics.cancel();
     tasks.close();
     tasks.wait().await;

@@ -31,6 +31,9 @@ pub struct DriverMetrics {
     /// Messages received from devices by drivers they push to (MQTT
     /// publishes handed to the MQTT JSON driver), whatever became of them.
     pub messages: AtomicU64,
+    /// Polls per bucket: `poll_buckets[i]` counts the polls above bound
+    /// `i - 1` and at most bound `i` (one increment per poll; the render
+    /// sums them into Prometheus' cumulative buckets).
     poll_buckets: [AtomicU64; POLL_BUCKETS.len()],
     poll_count: AtomicU64,
     poll_sum_micros: AtomicU64,
@@ -51,10 +54,9 @@ impl DriverMetrics {
             u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             Relaxed,
         );
-        for (bucket, bound) in self.poll_buckets.iter().zip(POLL_BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Relaxed);
-            }
+        let bucket = POLL_BUCKETS.partition_point(|bound| seconds > *bound);
+        if let Some(bucket) = self.poll_buckets.get(bucket) {
+            bucket.fetch_add(1, Relaxed);
         }
     }
 
@@ -258,11 +260,12 @@ impl Metrics {
             "# HELP {name} Latency of one poll-group read.\n# TYPE {name} histogram"
         );
         for (protocol, d) in used.iter().filter(|(_, d)| d.poll_count.load(Relaxed) > 0) {
+            let mut cumulative = 0u64;
             for (bucket, bound) in d.poll_buckets.iter().zip(POLL_BUCKETS) {
+                cumulative += bucket.load(Relaxed);
                 let _ = writeln!(
                     out,
-                    "{name}_bucket{{protocol=\"{protocol}\",le=\"{bound}\"}} {}",
-                    bucket.load(Relaxed)
+                    "{name}_bucket{{protocol=\"{protocol}\",le=\"{bound}\"}} {cumulative}"
                 );
             }
             let count = d.poll_count.load(Relaxed);
@@ -303,5 +306,29 @@ mod tests {
             !text.contains("protocol=\"sparkplug-b\""),
             "unused drivers stay quiet"
         );
+    }
+
+    #[test]
+    fn poll_buckets_render_cumulative() {
+        let m = Metrics::default();
+        let d = m.driver(Protocol::ModbusTcp);
+        for ms in [0, 1, 3, 3, 40, 5000] {
+            d.observe_poll(Duration::from_millis(ms));
+        }
+        let text = m.render();
+        let bucket = |le: &str| {
+            let key = format!(
+                "fieldlink_gateway_poll_seconds_bucket{{protocol=\"modbus-tcp\",le=\"{le}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        assert_eq!(bucket("0.0005"), Some(1));
+        assert_eq!(bucket("0.001"), Some(2), "1 ms is at most 0.001 s");
+        assert_eq!(bucket("0.005"), Some(4));
+        assert_eq!(bucket("0.05"), Some(5));
+        assert_eq!(bucket("2"), Some(5));
+        assert_eq!(bucket("+Inf"), Some(6));
     }
 }

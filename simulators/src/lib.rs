@@ -5,7 +5,9 @@
 //!   registers 0..=15, see the module docs).
 //! - [`signal`]: deterministic signal models; [`SimDevice::words`] is the
 //!   pure function behind every register the server answers.
-//! - [`server`]: the Modbus TCP face, one loopback listener per device.
+//! - [`server`]: the Modbus TCP face, one loopback listener per device;
+//!   besides its catalog map every device serves the [`scan`] block (125
+//!   input registers, for whole-block reads).
 //! - [`opcua`]: the OPC UA face, devices as objects on `async-opcua`
 //!   servers.
 //! - [`plan`]: which device has which type, tenant and endpoint.
@@ -46,6 +48,7 @@ pub mod fleet;
 pub mod mqtt;
 pub mod opcua;
 pub mod plan;
+pub mod scan;
 pub mod server;
 pub mod signal;
 pub mod sparkplug;

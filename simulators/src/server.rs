@@ -3,7 +3,8 @@
 //! Each device listens on its own loopback address (see
 //! [`crate::plan::device_addr`]) and answers:
 //! - reads of coils (1), discrete inputs (2), holding registers (3) and input
-//!   registers (4): every address of the range must belong to a tag, else
+//!   registers (4): every address of the range must belong to a tag, or (for
+//!   input registers) lie inside the [`crate::scan`] block, else
 //!   `IllegalDataAddress`; at most 125 registers or 2000 bits, else
 //!   `IllegalDataValue`;
 //! - writes of coils (5, 15) and holding registers (6, 16) to writable tags
@@ -33,6 +34,7 @@ use crate::catalog::{Area, TypeMap, maps};
 use crate::error::SimError;
 use crate::faults::{Fault, Faults};
 use crate::plan::FleetPlan;
+use crate::scan;
 use crate::signal::SimDevice;
 
 /// Unit ids a device answers.
@@ -143,6 +145,11 @@ impl DeviceService {
     fn read_registers(&self, area: Area, addr: u16, n: u16) -> Result<Vec<u16>, ExceptionCode> {
         if n == 0 || n > MAX_REGISTERS {
             return Err(ExceptionCode::IllegalDataValue);
+        }
+        if area == Area::InputRegister && scan::covers(addr, n) {
+            let mut out = Vec::with_capacity(usize::from(n));
+            scan::read(&self.device, addr, n, self.clock.now_ms(), &mut out);
+            return Ok(out);
         }
         let spans = self
             .map()
@@ -407,6 +414,36 @@ mod tests {
             panic!()
         };
         assert_eq!(w, [(crate::catalog::SERIAL_BASE + 42) as u16]);
+    }
+
+    #[test]
+    fn the_scan_block_answers_whole_and_partial_reads() {
+        use crate::scan::{SCAN_BASE, SCAN_REGISTERS};
+        let s = service("gas-detector");
+        let Ok(Response::ReadInputRegisters(words)) =
+            s.handle(&Request::ReadInputRegisters(SCAN_BASE, SCAN_REGISTERS))
+        else {
+            panic!()
+        };
+        let expected: Vec<u16> = (0..SCAN_REGISTERS)
+            .map(|c| crate::scan::word(&s.device, c, T0))
+            .collect();
+        assert_eq!(words, expected);
+        assert_eq!(
+            s.handle(&Request::ReadInputRegisters(SCAN_BASE + 120, 5)),
+            Ok(Response::ReadInputRegisters(expected[120..].to_vec()))
+        );
+        for req in [
+            Request::ReadInputRegisters(SCAN_BASE + 120, 6),
+            Request::ReadInputRegisters(SCAN_BASE - 1, 2),
+            Request::ReadHoldingRegisters(SCAN_BASE, 1),
+        ] {
+            assert_eq!(
+                s.handle(&req),
+                Err(ExceptionCode::IllegalDataAddress),
+                "{req:?}"
+            );
+        }
     }
 
     #[test]

@@ -201,7 +201,7 @@ impl GatewayProcess {
 mod tests {
     use fieldlink_sim::FleetSpec;
 
-    use super::super::layout::Layout;
+    use super::super::layout::{Block, Layout};
     use super::*;
 
     #[test]
@@ -212,7 +212,13 @@ mod tests {
             ..FleetSpec::default()
         })
         .unwrap();
-        let load = Load::new(Layout::Scattered, 12, 10, Duration::from_millis(500)).unwrap();
+        let load = Load::new(
+            Layout::Scattered,
+            12,
+            Block { start: 0, len: 10 },
+            Duration::from_millis(500),
+        )
+        .unwrap();
         let metrics: SocketAddr = "127.0.0.1:9999".parse().unwrap();
         let text = config_text(
             &plan,

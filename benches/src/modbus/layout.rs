@@ -1,23 +1,19 @@
 //! The load: which registers the gateway (and the peer) read on every
 //! device, per poll.
 //!
-//! The simulated devices answer only addresses that belong to a tag, and the
-//! catalog maps one contiguous block of input registers from address 0 on
-//! every type — 9 (gas detector) to 25 (CNC) registers long, not 125. The
-//! bench therefore uses the block every device of the fleet has
-//! ([`mapped_block`], `W` registers; 9 once the fleet has a gas detector)
-//! and lays its `T` u16 tags over it:
+//! Every simulated device serves, besides its catalog map, the scan block
+//! ([`fieldlink_sim::scan`]): 125 input registers from address 5000, live
+//! values. The bench lays its `T` u16 tags over that block ([`Block::SCAN`],
+//! `W` = 125 registers):
 //!
 //! - **contiguous**: tags in groups of 125 (one poll group each, the
-//!   protocol's largest read); tag `j` of a group sits at address `j mod W`.
-//!   Tags sharing an address are served by the same register, so the
-//!   gateway's planner merges a group into **one request** of `min(len, W)`
-//!   registers: `ceil(T/125)` requests and `T` points per device and poll,
-//!   as a device with `T` consecutive registers would need, but only
-//!   `min(T, W)` registers per request on the wire.
-//! - **scattered**: tags at every other address (0, 2, 4, … below `W`), so
-//!   no two merge; `ceil(W/2)` tags per poll group, as many groups as
-//!   needed: **`T` requests** of one register each per device and poll.
+//!   protocol's largest read); tag `j` of a group sits at `start + j mod W`,
+//!   so the gateway's planner makes a group **one request** of `min(len, W)`
+//!   registers: `ceil(T/125)` requests, `T` points and (for `T` ≥ 125)
+//!   125 registers per request on the wire.
+//! - **scattered**: tags at every other address of the block, so no two
+//!   merge; `ceil(W/2)` tags per poll group, as many groups as needed:
+//!   **`T` requests** of one register each per device and poll.
 //!
 //! The reads are what the gateway's own planner
 //! ([`fieldlink_gateway::driver::modbus::plan`]) makes of the tags, so the
@@ -30,8 +26,7 @@ use fieldlink_gateway::driver::modbus::config::{
     Area, DataType, Order, PollGroupConfig, TagConfig,
 };
 use fieldlink_gateway::driver::modbus::plan;
-use fieldlink_sim::FleetPlan;
-use fieldlink_sim::catalog::{Area as SimArea, DeviceType};
+use fieldlink_sim::scan::{SCAN_BASE, SCAN_REGISTERS};
 use serde::Serialize;
 
 /// The protocol's largest register read, the gateway's default
@@ -60,13 +55,32 @@ impl Layout {
     }
 }
 
-/// One read request: input registers `start..start + count`.
+/// A run of input registers every device of the fleet serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct Block {
+    /// First address.
+    pub(crate) start: u16,
+    /// Registers.
+    pub(crate) len: u16,
+}
+
+impl Block {
+    /// The simulator's scan block: 125 input registers from 5000.
+    pub(crate) const SCAN: Block = Block {
+        start: SCAN_BASE,
+        len: SCAN_REGISTERS,
+    };
+}
+
+/// One read request: input registers `start..start + count`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Read {
     /// First address.
     pub(crate) start: u16,
     /// Registers.
     pub(crate) count: u16,
+    /// The u16 tags it serves: (name, offset from `start`).
+    pub(crate) tags: Vec<(String, u16)>,
 }
 
 /// The load every device gets.
@@ -76,8 +90,8 @@ pub(crate) struct Load {
     pub(crate) layout: Layout,
     /// Tags (u16 points) per device.
     pub(crate) tags: u32,
-    /// Input registers mapped from 0 on every device of the fleet.
-    pub(crate) block: u16,
+    /// The input registers the tags lie on.
+    pub(crate) block: Block,
     /// Poll interval of every group.
     pub(crate) interval: Duration,
     /// The gateway's poll groups.
@@ -87,7 +101,7 @@ pub(crate) struct Load {
 }
 
 impl Load {
-    /// Lays `tags` tags over a block of `block` registers.
+    /// Lays `tags` tags over `block`.
     ///
     /// # Errors
     /// When there are no tags, the block is empty, or the planner does not
@@ -95,18 +109,18 @@ impl Load {
     pub(crate) fn new(
         layout: Layout,
         tags: u32,
-        block: u16,
+        block: Block,
         interval: Duration,
     ) -> anyhow::Result<Load> {
         if tags == 0 {
             bail!("--tags must be at least 1");
         }
-        if block == 0 {
-            bail!("the devices have no input registers mapped from address 0");
+        if block.len == 0 || u32::from(block.start) + u32::from(block.len) > 65_536 {
+            bail!("the register block {block:?} is empty or past address 65535");
         }
         let per_group = match layout {
             Layout::Contiguous => u32::from(MAX_REGISTERS),
-            Layout::Scattered => u32::from(block.div_ceil(2)),
+            Layout::Scattered => u32::from(block.len.div_ceil(2)),
         };
         let mut groups = Vec::new();
         let mut first = 0u32;
@@ -114,12 +128,12 @@ impl Load {
             let len = per_group.min(tags - first);
             let tags = (0..len)
                 .map(|j| {
-                    let address = match layout {
-                        Layout::Contiguous => j % u32::from(block),
+                    let offset = match layout {
+                        Layout::Contiguous => j % u32::from(block.len),
                         Layout::Scattered => 2 * j,
                     };
-                    // Below `block` (or 125): fits u16.
-                    tag(first + j, address as u16)
+                    // Inside the block (checked above): fits u16.
+                    tag(first + j, (u32::from(block.start) + offset) as u16)
                 })
                 .collect();
             groups.push(PollGroupConfig { interval, tags });
@@ -133,6 +147,11 @@ impl Load {
                     .map(|r| Read {
                         start: r.start,
                         count: r.count,
+                        tags: r
+                            .tags
+                            .iter()
+                            .map(|&(i, offset)| (g.tags[i].name.clone(), offset))
+                            .collect(),
                     })
                     .collect()
             })
@@ -177,8 +196,8 @@ impl Load {
             let ok = match self.layout {
                 Layout::Contiguous => {
                     reads.len() == 1
-                        && reads[0].start == 0
-                        && usize::from(reads[0].count) == n.min(usize::from(self.block))
+                        && reads[0].start == self.block.start
+                        && usize::from(reads[0].count) == n.min(usize::from(self.block.len))
                 }
                 Layout::Scattered => reads.len() == n && reads.iter().all(|r| r.count == 1),
             };
@@ -207,107 +226,78 @@ fn tag(k: u32, address: u16) -> TagConfig {
     }
 }
 
-/// Input registers mapped from address 0 without a hole on a type.
-pub(crate) fn type_block(ty: &DeviceType) -> u16 {
-    let mut spans: Vec<(u32, u32)> = ty
-        .all_tags()
-        .filter(|t| t.area == SimArea::InputRegister)
-        .map(|t| {
-            (
-                u32::from(t.address),
-                u32::from(t.address) + u32::from(t.span()),
-            )
-        })
-        .collect();
-    spans.sort_unstable();
-    let mut end = 0u32;
-    for (start, stop) in spans {
-        if start > end {
-            break;
-        }
-        end = end.max(stop);
-    }
-    u16::try_from(end).unwrap_or(u16::MAX)
-}
-
-/// The block of input registers from 0 that every device of `plan` maps:
-/// the shortest [`type_block`] of the types in the plan.
-pub(crate) fn mapped_block(plan: &FleetPlan) -> u16 {
-    let mut seen = Vec::new();
-    let mut block = u16::MAX;
-    for d in plan.devices() {
-        if !seen.contains(&d.type_index) {
-            seen.push(d.type_index);
-            block = block.min(type_block(d.device_type));
-        }
-    }
-    block
-}
-
 #[cfg(test)]
 mod tests {
-    use fieldlink_sim::{CATALOG, FleetSpec};
-
     use super::*;
 
     const SECOND: Duration = Duration::from_secs(1);
 
+    const TEN: Block = Block { start: 0, len: 10 };
+
     #[test]
-    fn every_catalog_type_maps_a_block_from_zero() {
-        for ty in &CATALOG {
-            let block = type_block(ty);
-            assert!((8..=MAX_REGISTERS).contains(&block), "{}: {block}", ty.key);
+    fn the_scan_block_makes_full_reads() {
+        let load = Load::new(Layout::Contiguous, 250, Block::SCAN, SECOND).unwrap();
+        assert_eq!(load.reads.len(), 2);
+        for reads in &load.reads {
+            assert_eq!(reads.len(), 1);
+            assert_eq!((reads[0].start, reads[0].count), (5000, 125));
+            assert_eq!(reads[0].tags.len(), 125);
         }
-        let plan = FleetPlan::new(FleetSpec {
-            devices: 200,
-            ..FleetSpec::default()
-        })
-        .unwrap();
-        let block = mapped_block(&plan);
-        assert_eq!(
-            block,
-            CATALOG.iter().map(type_block).min().unwrap(),
-            "200 devices cover every type"
+        let t128 = load.reads[1][0]
+            .tags
+            .iter()
+            .find(|(name, _)| name == "t0128");
+        assert_eq!(t128.map(|t| t.1), Some(3));
+        assert_eq!(load.registers_per_poll(), 250);
+        let load = Load::new(Layout::Scattered, 125, Block::SCAN, SECOND).unwrap();
+        assert_eq!(load.requests_per_poll(), 125);
+        assert!(
+            load.reads
+                .iter()
+                .flatten()
+                .all(|r| (5000..5125).contains(&r.start))
         );
     }
 
     #[test]
     fn contiguous_tags_make_one_read_per_125() {
-        let load = Load::new(Layout::Contiguous, 125, 10, SECOND).unwrap();
+        let load = Load::new(Layout::Contiguous, 125, TEN, SECOND).unwrap();
         assert_eq!(load.groups.len(), 1);
-        assert_eq!(
-            load.reads,
-            vec![vec![Read {
-                start: 0,
-                count: 10
-            }]]
-        );
+        assert_eq!(load.reads.len(), 1);
+        assert_eq!((load.reads[0][0].start, load.reads[0][0].count), (0, 10));
+        assert_eq!(load.reads[0][0].tags.len(), 125, "every tag is served");
+        let t12 = load.reads[0][0]
+            .tags
+            .iter()
+            .find(|(name, _)| name == "t0012");
+        assert_eq!(t12.map(|t| t.1), Some(2), "t0012 reads address 12 mod 10");
         assert_eq!(load.requests_per_poll(), 1);
         assert_eq!(load.registers_per_poll(), 10);
 
-        let load = Load::new(Layout::Contiguous, 300, 10, SECOND).unwrap();
+        let load = Load::new(Layout::Contiguous, 300, TEN, SECOND).unwrap();
         assert_eq!(load.requests_per_poll(), 3);
         assert_eq!(load.groups.iter().map(|g| g.tags.len()).sum::<usize>(), 300);
 
-        let load = Load::new(Layout::Contiguous, 6, 10, SECOND).unwrap();
-        assert_eq!(load.reads, vec![vec![Read { start: 0, count: 6 }]]);
+        let load = Load::new(Layout::Contiguous, 6, TEN, SECOND).unwrap();
+        assert_eq!(load.reads.len(), 1);
+        assert_eq!((load.reads[0][0].start, load.reads[0][0].count), (0, 6));
     }
 
     #[test]
     fn scattered_tags_are_one_request_each() {
-        let load = Load::new(Layout::Scattered, 125, 10, SECOND).unwrap();
+        let load = Load::new(Layout::Scattered, 125, TEN, SECOND).unwrap();
         assert_eq!(load.groups.len(), 25);
         assert_eq!(load.requests_per_poll(), 125);
         assert_eq!(load.registers_per_poll(), 125);
         assert!(load.reads.iter().flatten().all(|r| r.start < 10));
-        let load = Load::new(Layout::Scattered, 7, 11, SECOND).unwrap();
+        let load = Load::new(Layout::Scattered, 7, Block { start: 0, len: 11 }, SECOND).unwrap();
         assert_eq!(load.groups.len(), 2);
         assert_eq!(load.requests_per_poll(), 7);
     }
 
     #[test]
     fn tag_names_are_unique_per_device() {
-        let load = Load::new(Layout::Scattered, 40, 10, SECOND).unwrap();
+        let load = Load::new(Layout::Scattered, 40, TEN, SECOND).unwrap();
         let mut names: Vec<&str> = load
             .groups
             .iter()
@@ -320,7 +310,13 @@ mod tests {
 
     #[test]
     fn no_tags_or_no_block_is_refused() {
-        assert!(Load::new(Layout::Contiguous, 0, 10, SECOND).is_err());
-        assert!(Load::new(Layout::Scattered, 5, 0, SECOND).is_err());
+        assert!(Load::new(Layout::Contiguous, 0, TEN, SECOND).is_err());
+        let empty = Block { start: 0, len: 0 };
+        assert!(Load::new(Layout::Scattered, 5, empty, SECOND).is_err());
+        let past = Block {
+            start: 65_530,
+            len: 10,
+        };
+        assert!(Load::new(Layout::Scattered, 5, past, SECOND).is_err());
     }
 }

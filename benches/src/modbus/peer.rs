@@ -62,12 +62,16 @@ pub(crate) struct PeerOut {
     pub(crate) transactions: u64,
     /// Per second.
     pub(crate) transactions_per_sec: f64,
-    /// What the cadence asks for.
-    pub(crate) expected_transactions_per_sec: f64,
+    /// What the cadence asks for (`null` when saturating).
+    pub(crate) expected_transactions_per_sec: Option<f64>,
     /// Registers received.
     pub(crate) registers: u64,
     /// Per second.
     pub(crate) registers_per_sec: f64,
+    /// Points decoded (one per tag of an answered read).
+    pub(crate) points: u64,
+    /// Per second.
+    pub(crate) points_per_sec: f64,
     /// Exception responses.
     pub(crate) exceptions: u64,
     /// Timeouts and broken connections.
@@ -85,17 +89,23 @@ pub(crate) struct PeerOut {
     pub(crate) registers_per_cpu_second: Option<f64>,
     /// Requests per CPU second.
     pub(crate) transactions_per_cpu_second: Option<f64>,
+    /// Points per CPU second.
+    pub(crate) points_per_cpu_second: Option<f64>,
     /// Per request.
     pub(crate) request_latency_ms: PeerLatency,
     /// Per poll group (its reads one after the other).
     pub(crate) poll_latency_ms: PeerLatency,
 }
 
+/// One read of the load file: (start, count, [(tag name, offset)]).
+type ReadSpec = (u16, u16, Vec<(String, u16)>);
+
 /// The load file the script reads.
 #[derive(Debug, Serialize)]
 struct LoadFile {
     devices: Vec<(String, u16)>,
-    groups: Vec<Vec<(u16, u16)>>,
+    /// Per poll group, its reads: (start, count, [(tag name, offset)]).
+    groups: Vec<Vec<ReadSpec>>,
     unit_id: u8,
     interval_s: f64,
     warmup_s: f64,
@@ -183,7 +193,11 @@ pub(crate) async fn run(
         groups: load
             .reads
             .iter()
-            .map(|g| g.iter().map(|r| (r.start, r.count)).collect())
+            .map(|g| {
+                g.iter()
+                    .map(|r| (r.start, r.count, r.tags.clone()))
+                    .collect()
+            })
             .collect(),
         unit_id: 1,
         interval_s: load.interval.as_secs_f64(),
@@ -245,6 +259,7 @@ mod tests {
     fn the_script_is_embedded() {
         assert!(SCRIPT.contains("AsyncModbusTcpClient"));
         assert!(SCRIPT.contains("\"transactions_per_sec\""));
+        assert!(SCRIPT.contains("\"points_per_cpu_second\""));
     }
 
     #[test]
@@ -252,13 +267,16 @@ mod tests {
         let line = r#"{"pymodbus": "3.16.1", "python": "3.11.7", "devices": 2, "connected": 2,
             "connect_failures": 0, "connect_secs": 0.1, "seconds": 2.0, "transactions": 20,
             "transactions_per_sec": 10.0, "expected_transactions_per_sec": 10.0,
-            "registers": 200, "registers_per_sec": 100.0, "exceptions": 0, "errors": 0,
+            "registers": 200, "registers_per_sec": 100.0, "points": 200, "points_per_sec": 100.0,
+            "exceptions": 0, "errors": 0,
             "error_samples": [], "late_ticks": 0, "cpu_seconds": 0.05, "cpu_utilization": 0.025,
             "registers_per_cpu_second": 4000.0, "transactions_per_cpu_second": 400.0,
+            "points_per_cpu_second": 4000.0,
             "request_latency_ms": {"count": 20, "mean": 0.5, "p50": 0.4, "p99": 1.0, "max": 1.1},
             "poll_latency_ms": {"count": 0, "mean": null, "p50": null, "p99": null, "max": null}}"#;
         let out: PeerOut = serde_json::from_str(line).unwrap();
         assert_eq!(out.transactions, 20);
+        assert_eq!(out.points, 200);
         assert_eq!(out.request_latency_ms.p99, Some(1.0));
         assert_eq!(out.poll_latency_ms.p50, None);
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
+use super::Mode;
 use super::layout::Layout;
 use super::peer::PeerOut;
 use super::scrape::PollLatency;
@@ -47,7 +48,9 @@ pub(crate) struct ArgsOut {
     pub(crate) devices: u32,
     /// `--tags`.
     pub(crate) tags: u32,
-    /// `--interval`, ms.
+    /// `--mode`.
+    pub(crate) mode: Mode,
+    /// The poll interval used, ms (`--interval`; 0 when saturating).
     pub(crate) interval_ms: f64,
     /// `--duration`, s.
     pub(crate) duration_secs: f64,
@@ -66,8 +69,10 @@ pub(crate) struct LoadOut {
     pub(crate) layout: Layout,
     /// u16 tags (points) per device.
     pub(crate) tags_per_device: u32,
-    /// Input registers mapped from 0 on every device of the fleet.
-    pub(crate) mapped_input_registers: u16,
+    /// First input register of the block the tags lie on.
+    pub(crate) block_start: u16,
+    /// Registers in that block.
+    pub(crate) block_registers: u16,
     /// Poll groups per device.
     pub(crate) poll_groups: usize,
     /// Requests per device and poll.
@@ -78,10 +83,11 @@ pub(crate) struct LoadOut {
     pub(crate) registers_per_request: f64,
     /// Points per device and poll.
     pub(crate) points_per_poll: u64,
-    /// What the cadence asks for: devices × requests per poll ÷ interval.
-    pub(crate) expected_transactions_per_sec: f64,
-    /// devices × registers per poll ÷ interval.
-    pub(crate) expected_registers_per_sec: f64,
+    /// What the cadence asks for: devices × requests per poll ÷ interval
+    /// (`null` when saturating).
+    pub(crate) expected_transactions_per_sec: Option<f64>,
+    /// devices × registers per poll ÷ interval (`null` when saturating).
+    pub(crate) expected_registers_per_sec: Option<f64>,
     /// How the tags map onto the devices' registers.
     pub(crate) note: String,
 }
@@ -116,6 +122,8 @@ pub(crate) struct Sample {
     pub(crate) uplink_lag_seconds: f64,
     /// Batches waiting in the spool.
     pub(crate) spool_batches: u64,
+    /// Points the registry accepted per second since the previous sample.
+    pub(crate) delivered_points_per_sec: Option<f64>,
 }
 
 /// The gateway's figures.
@@ -129,8 +137,8 @@ pub(crate) struct GatewayOut {
     pub(crate) transactions: u64,
     /// Per second.
     pub(crate) transactions_per_sec: f64,
-    /// What the cadence asks for.
-    pub(crate) expected_transactions_per_sec: f64,
+    /// What the cadence asks for (`null` when saturating).
+    pub(crate) expected_transactions_per_sec: Option<f64>,
     /// Registers read in the window (requests without an exception ×
     /// registers per request).
     pub(crate) registers: u64,
@@ -150,6 +158,13 @@ pub(crate) struct GatewayOut {
     pub(crate) transactions_per_cpu_second: Option<f64>,
     /// Points per gateway CPU second.
     pub(crate) points_per_cpu_second: Option<f64>,
+    /// Points the registry accepted in the window (what the uplink
+    /// delivered; below `points` when it falls behind).
+    pub(crate) points_delivered: Option<u64>,
+    /// Per second.
+    pub(crate) points_delivered_per_sec: Option<f64>,
+    /// Delivered points per gateway CPU second.
+    pub(crate) points_delivered_per_cpu_second: Option<f64>,
     /// Poll-group read latency in the window, from the gateway's histogram.
     pub(crate) poll_latency: PollLatency,
     /// RSS when every session was up.
@@ -178,9 +193,18 @@ pub(crate) struct GatewayOut {
     pub(crate) batches_acked: u64,
     /// Batches dropped from a full spool since start.
     pub(crate) batches_dropped: u64,
-    /// Largest uplink lag seen in the window.
+    /// Largest uplink lag seen in the window (age of the oldest batch not
+    /// yet acknowledged by the registry).
     pub(crate) uplink_lag_seconds_max: f64,
-    /// Samples whose request rate was below 80 % of the cadence's.
+    /// Uplink lag at the end of the window.
+    pub(crate) uplink_lag_seconds_end: f64,
+    /// Most batches waiting in the spool in any sample.
+    pub(crate) spool_batches_max: u64,
+    /// Batches waiting in the spool at the end of the window (a backlog
+    /// that grows means the uplink does not keep up).
+    pub(crate) spool_batches_end: u64,
+    /// Samples whose request rate was below 80 % of the cadence's (0 when
+    /// saturating).
     pub(crate) slow_samples: usize,
     /// One sample a second.
     pub(crate) timeline: Vec<Sample>,
@@ -230,6 +254,10 @@ impl RegistryOut {
 /// Gateway ÷ pymodbus.
 #[derive(Debug, Serialize)]
 pub(crate) struct Ratios {
+    /// Points (decoded tag values) per CPU second.
+    pub(crate) points_per_cpu_second: Option<f64>,
+    /// Points per second.
+    pub(crate) points_per_sec: Option<f64>,
     /// Registers per CPU second.
     pub(crate) registers_per_cpu_second: Option<f64>,
     /// Requests per CPU second.
@@ -248,6 +276,8 @@ impl Ratios {
             _ => None,
         };
         Ratios {
+            points_per_cpu_second: div(gateway.points_per_cpu_second, peer.points_per_cpu_second),
+            points_per_sec: div(Some(gateway.points_per_sec), Some(peer.points_per_sec)),
             registers_per_cpu_second: div(
                 gateway.registers_per_cpu_second,
                 peer.registers_per_cpu_second,
@@ -315,11 +345,15 @@ impl Results {
         let l = &self.load;
         let _ = writeln!(
             s,
-            "\nmodbus bench: {} devices × {} u16 tags ({}), every {} ms, {:.1} s window",
+            "\nmodbus bench ({}): {} devices × {} u16 tags ({}), {}, {:.1} s window",
+            self.args.mode.name(),
             self.args.devices,
             l.tags_per_device,
             l.layout.name(),
-            self.args.interval_ms,
+            match self.args.mode {
+                Mode::Cadence => format!("every {} ms", self.args.interval_ms),
+                Mode::Saturate => "back to back".to_owned(),
+            },
             g.window_secs
         );
         let _ = writeln!(
@@ -347,11 +381,25 @@ impl Results {
             opt(peer.map(|p| p.transactions_per_sec), 0),
             ratio(r.and_then(|r| r.transactions_per_sec)),
         );
+        if self.args.mode == Mode::Cadence {
+            row(
+                "  (the cadence asks for)",
+                opt(l.expected_transactions_per_sec, 0),
+                opt(peer.and_then(|p| p.expected_transactions_per_sec), 0),
+                String::new(),
+            );
+        }
         row(
-            "  (the cadence asks for)",
-            format!("{:.0}", l.expected_transactions_per_sec),
-            opt(peer.map(|p| p.expected_transactions_per_sec), 0),
-            String::new(),
+            "points/s",
+            format!("{:.0}", g.points_per_sec),
+            opt(peer.map(|p| p.points_per_sec), 0),
+            ratio(r.and_then(|r| r.points_per_sec)),
+        );
+        row(
+            "points per CPU-second",
+            opt(g.points_per_cpu_second, 0),
+            opt(peer.and_then(|p| p.points_per_cpu_second), 0),
+            ratio(r.and_then(|r| r.points_per_cpu_second)),
         );
         row(
             "registers/s",
@@ -425,9 +473,11 @@ impl Results {
         );
         let _ = writeln!(
             s,
-            "\ngateway: {:.0} points/s ({} points per CPU-second), RSS {} ({} per device), connect {:.1} s",
+            "\ngateway: {:.0} points/s ({} points per CPU-second); the registry accepted {} points/s ({} per gateway CPU-second); RSS {} ({} per device), connect {:.1} s",
             g.points_per_sec,
             opt(g.points_per_cpu_second, 0),
+            opt(g.points_delivered_per_sec, 0),
+            opt(g.points_delivered_per_cpu_second, 0),
             mb(g.rss_bytes),
             g.rss_per_device_bytes
                 .map_or_else(|| "-".to_owned(), |b| format!("{:.1} KB", b / 1e3)),
@@ -435,10 +485,14 @@ impl Results {
         );
         let _ = writeln!(
             s,
-            "         {} slow samples of {} (< 80 % of the cadence), uplink lag ≤ {:.2} s, log: {} warnings, {} errors",
+            "         {} slow samples of {} (< 80 % of the cadence), uplink lag ≤ {:.2} s ({:.2} s at the end), spool ≤ {} batches ({} at the end), {} acked, log: {} warnings, {} errors",
             g.slow_samples,
             g.timeline.len(),
             g.uplink_lag_seconds_max,
+            g.uplink_lag_seconds_end,
+            g.spool_batches_max,
+            g.spool_batches_end,
+            g.batches_acked,
             g.log.warnings,
             g.log.errors
         );

@@ -8,6 +8,10 @@ use super::gateway::GatewayProcess;
 use super::report::{Sample, per_sec};
 use super::scrape::Snapshot;
 use crate::process::{cpu_seconds, cpu_seconds_of, machine_busy_seconds, rss_bytes};
+use crate::prometheus::Endpoint;
+
+/// The registry's count of telemetry points it accepted.
+const REGISTRY_POINTS: &str = "fieldlink_registry_points_accepted_total";
 
 /// Time between samples.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -23,6 +27,8 @@ pub(crate) struct Watched {
     pub(crate) registry: u32,
     /// The processes serving the fleet.
     pub(crate) fleet: Vec<u32>,
+    /// The registry's `/metrics`.
+    pub(crate) registry_metrics: Endpoint,
 }
 
 /// One reading.
@@ -40,11 +46,20 @@ pub(crate) struct Reading {
     pub(crate) fleet_cpu: Option<f64>,
     /// Machine busy seconds so far.
     pub(crate) busy: Option<f64>,
+    /// Points the registry accepted so far (`None`: its metrics did not
+    /// answer).
+    pub(crate) registry_points: Option<u64>,
 }
 
 impl Reading {
     async fn take(gateway: &GatewayProcess, watched: &Watched) -> anyhow::Result<Reading> {
         let metrics = gateway.scrape().await?;
+        let registry_points = watched
+            .registry_metrics
+            .scrape()
+            .await
+            .ok()
+            .map(|s| s.count(REGISTRY_POINTS));
         Ok(Reading {
             at: Instant::now(),
             metrics,
@@ -52,6 +67,7 @@ impl Reading {
             registry_cpu: cpu_seconds(watched.registry),
             fleet_cpu: cpu_seconds_of(&watched.fleet),
             busy: machine_busy_seconds(),
+            registry_points,
         })
     }
 
@@ -78,6 +94,8 @@ pub(crate) struct Window {
     pub(crate) devices_online_min: i64,
     /// Largest uplink lag in any sample.
     pub(crate) uplink_lag_max: f64,
+    /// Most batches waiting in the spool in any sample.
+    pub(crate) spool_batches_max: u64,
 }
 
 impl Window {
@@ -102,6 +120,7 @@ pub(crate) async fn measure(
     let mut timeline = Vec::new();
     let mut devices_online_min = first.metrics.devices_online;
     let mut uplink_lag_max = first.metrics.uplink_lag_seconds;
+    let mut spool_batches_max = first.metrics.spool_batches;
     // On a fixed grid from the start, so every sample spans a whole second
     // (the devices poll in step: a shorter span could miss a whole tick).
     let mut k = 1u32;
@@ -126,12 +145,17 @@ pub(crate) async fn measure(
             rss_mb: rss_bytes(watched.gateway).map(|b| b as f64 / 1e6),
             uplink_lag_seconds: m.uplink_lag_seconds,
             spool_batches: m.spool_batches,
+            delivered_points_per_sec: reading
+                .registry_points
+                .zip(previous.registry_points)
+                .map(|(now, before)| per_sec(now.saturating_sub(before), seconds)),
         };
         devices_online_min = devices_online_min.min(m.devices_online);
         uplink_lag_max = uplink_lag_max.max(m.uplink_lag_seconds);
+        spool_batches_max = spool_batches_max.max(m.spool_batches);
         if (timeline.len() + 1) % PRINT_EVERY == 0 {
             println!(
-                "  {:>5.1} s: {:>9.0} transactions/s, {:>10.0} points/s, gateway CPU {}, {} online, uplink lag {:.2} s",
+                "  {:>5.1} s: {:>9.0} transactions/s, {:>10.0} points/s, gateway CPU {}, {} online, uplink lag {:.2} s, spool {} batches",
                 sample.at_secs,
                 sample.transactions_per_sec,
                 sample.points_per_sec,
@@ -139,7 +163,8 @@ pub(crate) async fn measure(
                     .cpu_utilization
                     .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
                 sample.devices_online,
-                sample.uplink_lag_seconds
+                sample.uplink_lag_seconds,
+                sample.spool_batches
             );
         }
         timeline.push(sample);
@@ -154,5 +179,6 @@ pub(crate) async fn measure(
         timeline,
         devices_online_min,
         uplink_lag_max,
+        spool_batches_max,
     })
 }

@@ -4,7 +4,8 @@
 //! A polled driver implements [`Poller`] (open a session to a target) and
 //! [`PolledSession`] (read one poll group into pre-filled readings). The
 //! poller runs one task per device: it declares the device, connects with a
-//! timeout, reads each poll group at its interval, stamps readings with the
+//! timeout, reads each poll group at its interval (back to back when the
+//! interval is 0), stamps readings with the
 //! time of the read, turns failures into bad-quality readings and a metric,
 //! backs off exponentially (with jitter) from a failing device, and reports
 //! session state — one silent device never stalls the others.
@@ -269,9 +270,14 @@ async fn poll<S: PolledSession, T>(
         let Some((group, at)) = due.iter().copied().enumerate().min_by_key(|(_, at)| *at) else {
             return Polled::Shutdown;
         };
-        tokio::select! {
-            _ = shutdown.cancelled() => return Polled::Shutdown,
-            _ = sleep_until(at) => {}
+        if at > Instant::now() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Polled::Shutdown,
+                _ = sleep_until(at) => {}
+            }
+        } else if shutdown.is_cancelled() {
+            // Due already (a group read back to back): no timer.
+            return Polled::Shutdown;
         }
         let tags = device.groups[group].tags.clone();
         let time = now_unix_nanos();

@@ -1,14 +1,14 @@
 //! Batches encoded as they are built: each reading is written straight into
 //! its device's protobuf buffer (no `Point` message, no tag-name `String`
 //! per point), and sealing lays the buffers out as one `Batch`. Buffers are
-//! kept between batches, so a steady stream allocates nothing per point.
+//! kept between batches, so a steady stream allocates nothing per point; a
+//! device's buffer is found once per run of its readings ([`DeviceSlot`]),
+//! through a table indexed by the device's dense index, not per point.
 //!
 //! The bytes are exactly what prost would produce for the same `Batch`
 //! (field order within a message aside, which protobuf allows): announces
 //! and statuses are encoded by prost, then each device's `DeviceTelemetry`
 //! (field 4) is written by hand.
-
-use std::collections::HashMap;
 
 use fieldlink_model::proto::{self, Quality, point::Value};
 use fieldlink_model::{Day, UtcOffset};
@@ -54,7 +54,9 @@ struct DeviceBuf {
 #[derive(Debug)]
 pub(crate) struct BatchBuilder {
     head: proto::Batch,
-    slots: HashMap<u32, usize>,
+    /// By dense device index: 1 + the device's slot in `devices` while it
+    /// has points in this batch, else 0.
+    slots: Vec<u32>,
     devices: Vec<DeviceBuf>,
     active: usize,
     points: usize,
@@ -68,7 +70,7 @@ impl BatchBuilder {
     pub(crate) fn new(ledger_offset: Option<UtcOffset>) -> BatchBuilder {
         BatchBuilder {
             head: proto::Batch::default(),
-            slots: HashMap::new(),
+            slots: Vec::new(),
             devices: Vec::new(),
             active: 0,
             points: 0,
@@ -107,10 +109,20 @@ impl BatchBuilder {
 
     /// Adds one point of `device` (dense index, id `device_id`) for tag
     /// `tag_name`.
+    #[cfg(test)]
     pub(crate) fn point(&mut self, device: u32, device_id: &str, tag_name: &str, r: &Reading) {
-        let slot = match self.slots.get(&device) {
-            Some(&slot) => slot,
-            None => {
+        self.device(device, device_id).point(tag_name, r);
+    }
+
+    /// The buffer of `device` (dense index, id `device_id`), to add a run of
+    /// its points to.
+    pub(crate) fn device(&mut self, device: u32, device_id: &str) -> DeviceSlot<'_> {
+        let index = device as usize;
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, 0);
+        }
+        let slot = match self.slots[index] {
+            0 => {
                 if self.active == self.devices.len() {
                     self.devices.push(DeviceBuf::default());
                 }
@@ -121,24 +133,18 @@ impl BatchBuilder {
                 buf.id_len = device_id.len();
                 buf.points.clear();
                 buf.days.clear();
-                self.slots.insert(device, slot);
+                // At most one slot per device: below u32::MAX.
+                self.slots[index] = slot as u32 + 1;
                 self.bytes += device_id.len() + 8;
                 slot
             }
+            n => n as usize - 1,
         };
-        let buf = &mut self.devices[slot];
-        let before = buf.points.len();
-        write_point(&mut buf.points, tag_name, r);
-        self.bytes += buf.points.len() - before;
-        self.points += 1;
-        if let Some(offset) = self.ledger_offset
-            && r.quality != Quality::Bad
-        {
-            let day = Day::of(r.time, offset);
-            match buf.days.iter_mut().find(|(d, _)| *d == day) {
-                Some((_, n)) => *n += 1,
-                None => buf.days.push((day, 1)),
-            }
+        DeviceSlot {
+            buf: &mut self.devices[slot],
+            points: &mut self.points,
+            bytes: &mut self.bytes,
+            ledger_offset: self.ledger_offset,
         }
     }
 
@@ -170,11 +176,44 @@ impl BatchBuilder {
                 ledger(id, *day, *n);
             }
         }
-        self.slots.clear();
+        for buf in &self.devices[..self.active] {
+            if let Some(slot) = self.slots.get_mut(buf.device as usize) {
+                *slot = 0;
+            }
+        }
         self.active = 0;
         self.points = 0;
         self.bytes = 0;
         out
+    }
+}
+
+/// One device's buffer in the batch under construction.
+#[derive(Debug)]
+pub(crate) struct DeviceSlot<'a> {
+    buf: &'a mut DeviceBuf,
+    points: &'a mut usize,
+    bytes: &'a mut usize,
+    ledger_offset: Option<UtcOffset>,
+}
+
+impl DeviceSlot<'_> {
+    /// Adds one point for tag `tag_name`.
+    pub(crate) fn point(&mut self, tag_name: &str, r: &Reading) {
+        let buf = &mut *self.buf;
+        let before = buf.points.len();
+        write_point(&mut buf.points, tag_name, r);
+        *self.bytes += buf.points.len() - before;
+        *self.points += 1;
+        if let Some(offset) = self.ledger_offset
+            && r.quality != Quality::Bad
+        {
+            let day = Day::of(r.time, offset);
+            match buf.days.iter_mut().find(|(d, _)| *d == day) {
+                Some((_, n)) => *n += 1,
+                None => buf.days.push((day, 1)),
+            }
+        }
     }
 }
 

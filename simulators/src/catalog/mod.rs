@@ -29,6 +29,11 @@
 //! bits). Blocks of one area are either contiguous or at least 125
 //! addresses apart, so no single legal read can span a gap. Any read that
 //! touches an address outside a tag answers `IllegalDataAddress`.
+//!
+//! **Scan block:** besides this map, the Modbus face serves input registers
+//! [`crate::scan::SCAN_BASE`] (5000) .. 5124 on every device, 125 live
+//! channels for whole-block reads (see [`crate::scan`]); no catalog tag
+//! comes within 125 addresses of it.
 
 mod mobile;
 mod operating;
@@ -743,6 +748,22 @@ mod tests {
                         pair[1].start
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn no_input_register_comes_near_the_scan_block() {
+        use crate::scan::{SCAN_BASE, SCAN_REGISTERS};
+        let low = u32::from(SCAN_BASE) - 125;
+        let high = u32::from(SCAN_BASE) + u32::from(SCAN_REGISTERS) + 125;
+        for ty in &CATALOG {
+            for tag in ty.all_tags().filter(|t| t.area == Area::InputRegister) {
+                let (start, end) = (
+                    u32::from(tag.address),
+                    u32::from(tag.address) + u32::from(tag.span()),
+                );
+                assert!(end <= low || start >= high, "{}.{}", ty.key, tag.name);
             }
         }
     }

@@ -72,7 +72,9 @@ pub struct ModbusDeviceConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollGroupConfig {
-    /// How often the group is read.
+    /// How often the group is read: at least 10ms, or 0 to read it back to
+    /// back (each read goes out as soon as the last one is answered — as
+    /// fast as the device answers, for saturation tests).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// The tags.
@@ -424,8 +426,10 @@ fn check_unique_names<'a>(
 fn check_groups(key: &str, groups: &[PollGroupConfig], problems: &mut Vec<String>) {
     for (g, group) in groups.iter().enumerate() {
         let gkey = format!("{key}.poll_groups[{g}]");
-        if group.interval < Duration::from_millis(10) {
-            problems.push(format!("{gkey}.interval: must be at least 10ms"));
+        if !group.interval.is_zero() && group.interval < Duration::from_millis(10) {
+            problems.push(format!(
+                "{gkey}.interval: must be at least 10ms (or 0: back to back)"
+            ));
         }
         if group.tags.is_empty() {
             problems.push(format!("{gkey}.tags: empty"));

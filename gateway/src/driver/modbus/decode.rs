@@ -32,10 +32,15 @@ pub fn decode_registers(tag: &TagConfig, words: &[u16]) -> Option<Value> {
             let bit = tag.bit.unwrap_or(0);
             return Some(Value::BoolValue((fix_byte(words[0]) >> bit) & 1 == 1));
         }
-        DataType::U16 | DataType::U32 | DataType::U64 => Numeric::Int(raw as i128),
-        DataType::I16 => Numeric::Int(i128::from(raw as u16 as i16)),
-        DataType::I32 => Numeric::Int(i128::from(raw as u32 as i32)),
-        DataType::I64 => Numeric::Int(i128::from(raw as i64)),
+        // At most 32 bits: fits i64.
+        DataType::U16 | DataType::U32 => Numeric::Int(raw as i64),
+        DataType::U64 => match i64::try_from(raw) {
+            Ok(i) => Numeric::Int(i),
+            Err(_) => Numeric::Float(raw as f64),
+        },
+        DataType::I16 => Numeric::Int(i64::from(raw as u16 as i16)),
+        DataType::I32 => Numeric::Int(i64::from(raw as u32 as i32)),
+        DataType::I64 => Numeric::Int(raw as i64),
         DataType::F32 => Numeric::Float(f64::from(f32::from_bits(raw as u32))),
         DataType::F64 => Numeric::Float(f64::from_bits(raw)),
         DataType::String => {
@@ -52,18 +57,17 @@ pub fn decode_registers(tag: &TagConfig, words: &[u16]) -> Option<Value> {
     Some(scaled(tag, value))
 }
 
+/// A raw number: an integer that fits i64, or a float (floats, and u64
+/// values above i64::MAX, which stay doubles).
 enum Numeric {
-    Int(i128),
+    Int(i64),
     Float(f64),
 }
 
 fn scaled(tag: &TagConfig, value: Numeric) -> Value {
     let unscaled = tag.scale == 1.0 && tag.offset == 0.0;
     match value {
-        Numeric::Int(i) if unscaled => match i64::try_from(i) {
-            Ok(i) => Value::IntValue(i),
-            Err(_) => Value::DoubleValue(i as f64),
-        },
+        Numeric::Int(i) if unscaled => Value::IntValue(i),
         Numeric::Int(i) => Value::DoubleValue(i as f64 * tag.scale + tag.offset),
         Numeric::Float(f) => Value::DoubleValue(f * tag.scale + tag.offset),
     }
@@ -136,6 +140,23 @@ mod tests {
         assert_eq!(
             decode_registers(&tag(DataType::U64, Big, Big), &[0xFFFF; 4]),
             Some(Value::DoubleValue(u64::MAX as f64))
+        );
+        assert_eq!(
+            decode_registers(
+                &tag(DataType::U64, Big, Big),
+                &[0x7FFF, 0xFFFF, 0xFFFF, 0xFFFF]
+            ),
+            Some(Value::IntValue(i64::MAX))
+        );
+        assert_eq!(
+            decode_registers(&tag(DataType::I64, Big, Big), &[0xFFFF; 4]),
+            Some(Value::IntValue(-1))
+        );
+        let mut scaled = tag(DataType::U64, Big, Big);
+        scaled.scale = 0.5;
+        assert_eq!(
+            decode_registers(&scaled, &[0x8000, 0, 0, 0]),
+            Some(Value::DoubleValue(9_223_372_036_854_775_808.0 * 0.5))
         );
         assert_eq!(
             decode_registers(&tag(DataType::String, Big, Big), &[0x4142, 0x4300, 0]),
