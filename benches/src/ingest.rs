@@ -7,9 +7,17 @@
 //!
 //! 1. announce: every device announced and reported online, 2 000 per
 //!    batch, all acknowledged;
-//! 2. telemetry for `--duration`: batches of `--batch` points (10 per
-//!    device) cycling through the stream's devices, up to `--window`
-//!    (default 32) batches outstanding per stream.
+//! 2. telemetry for `--duration`: batches of `--batch` points
+//!    (`--points-per-device`, default 10, per device; with 1 every point of
+//!    a batch is another device, the device-days load) cycling through the
+//!    stream's devices, up to `--window` (default 32) batches outstanding
+//!    per stream. Device-days/s, the (day, device) records the accepted
+//!    points create or update, are reported beside points/s; with `--http`
+//!    known, `GET /api/v1/summary` is timed in a loop meanwhile.
+//!
+//! With `--peer postgres` the same run then upserts the same (day, device)
+//! load into a throwaway PostgreSQL cluster (`ingest::postgres`) and prints
+//! both device-days/s and their ratio.
 //!
 //! Telemetry batches are encoded once per run as templates
 //! (`ingest::wire`) and written straight into the gRPC buffer with the
@@ -22,9 +30,11 @@
 //! `<out>/ingest-<devices>d-<streams>s-<unix_secs>.json`.
 
 mod load;
+mod postgres;
 mod reconcile;
 mod registry_process;
 mod report;
+mod summary_probe;
 mod wire;
 
 use std::path::PathBuf;
@@ -43,7 +53,8 @@ use report::{
     AnnounceOut, ArgsOut, CpuOut, Interval, Latency, RegistryOut, Results, RssOut, TelemetryOut,
     per_sec,
 };
-use wire::POINTS_PER_DEVICE;
+use summary_probe::SummaryProbe;
+use wire::MAX_POINTS_PER_DEVICE;
 
 use crate::process::{
     ThreadCpu, cpu_seconds, machine_busy_seconds, own_cpu_seconds, rss_bytes, thread_cpu,
@@ -82,6 +93,35 @@ pub struct IngestArgs {
     /// reads at most 64 per stream).
     #[arg(long, default_value_t = 32)]
     pub window: usize,
+    /// Points per device per telemetry batch, 1 to 10; 1 makes every point
+    /// of a batch another device (one (day, device) record per point).
+    #[arg(long, default_value_t = 10)]
+    pub points_per_device: usize,
+    /// Also run the same (day, device) upsert load into a peer database.
+    #[arg(long, value_enum)]
+    pub peer: Option<Peer>,
+    /// Client connections of the peer load.
+    #[arg(long, default_value_t = 8)]
+    pub peer_clients: usize,
+    /// Rows per upsert statement of the peer load.
+    #[arg(long, default_value_t = 1_000)]
+    pub peer_rows_per_statement: usize,
+}
+
+/// A peer of `bench ingest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// PostgreSQL from the Debian `postgresql` package, in a throwaway
+    /// cluster: `INSERT … ON CONFLICT (day, device) DO UPDATE`.
+    Postgres,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Postgres => "postgres",
+        }
+    }
 }
 
 /// How often progress is printed.
@@ -105,10 +145,28 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     };
     // On Ctrl-C the bench is dropped: a registry it started is killed and
     // its directory removed.
-    let results = tokio::select! {
+    let mut results = tokio::select! {
         results = bench => results?,
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
+    if args.peer == Some(Peer::Postgres) {
+        let plan = postgres::PeerPlan {
+            devices: args.devices,
+            clients: args.peer_clients,
+            rows_per_statement: args.peer_rows_per_statement,
+            duration: args.duration,
+            offset: fieldlink_model::UtcOffset::default(),
+        };
+        let peer = tokio::select! {
+            peer = postgres::bench(plan) => peer.context("the PostgreSQL peer failed")?,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        };
+        results.device_days_ratio = postgres::ratio(
+            results.telemetry.device_days_per_sec,
+            peer.device_days_per_sec,
+        );
+        results.peer = Some(peer);
+    }
     print!("{}", results.summary());
     let path = results.write_json(&args.out)?;
     println!("results: {}", path.display());
@@ -148,8 +206,26 @@ fn check_args(args: &IngestArgs) -> anyhow::Result<()> {
             u32::MAX - 1
         );
     }
-    if args.batch < POINTS_PER_DEVICE {
-        bail!("--batch must be at least {POINTS_PER_DEVICE} (points per device per batch)");
+    if !(1..=MAX_POINTS_PER_DEVICE).contains(&args.points_per_device) {
+        bail!("--points-per-device must be 1..={MAX_POINTS_PER_DEVICE}");
+    }
+    if args.batch < args.points_per_device {
+        bail!(
+            "--batch must be at least --points-per-device ({})",
+            args.points_per_device
+        );
+    }
+    if args.peer.is_some() {
+        if args.peer_clients == 0 {
+            bail!("--peer-clients must be at least 1");
+        }
+        if args.peer_rows_per_statement == 0 {
+            bail!("--peer-rows-per-statement must be at least 1");
+        }
+    }
+    if args.peer == Some(Peer::Postgres) {
+        // Fail before the registry run, not after it.
+        postgres::find_bin()?;
     }
     if args.window == 0 {
         bail!("--window must be at least 1");
@@ -298,6 +374,7 @@ struct Driven {
     registry_threads: Vec<ThreadCpu>,
     commits: Option<Commits>,
     timeline: Vec<Interval>,
+    summary: Option<summary_probe::SummaryOut>,
 }
 
 impl Driven {
@@ -332,9 +409,10 @@ impl Driven {
                     .cloned(),
             );
         }
-        let devices_per_batch = devices_per_batch(args.batch);
+        let devices_per_batch = devices_per_batch(args.batch, args.points_per_device);
         let seconds = self.telemetry_secs;
         let accepted = sum(|o| o.accepted);
+        let device_days = sum(|o| o.device_days);
         let batches = sum(|o| o.batches);
         let bytes = sum(|o| o.sent_bytes);
         Results {
@@ -344,13 +422,17 @@ impl Driven {
                 devices: args.devices,
                 streams: args.streams,
                 batch: args.batch,
+                points_per_device: args.points_per_device,
                 devices_per_batch,
-                points_per_batch: u64::from(devices_per_batch) * POINTS_PER_DEVICE as u64,
+                points_per_batch: u64::from(devices_per_batch) * args.points_per_device as u64,
                 duration_secs: args.duration.as_secs_f64(),
                 window: args.window,
                 registry: args.registry.clone(),
                 http: args.http.clone(),
                 out: args.out.clone(),
+                peer: args.peer.map(Peer::name),
+                peer_clients: args.peer_clients,
+                peer_rows_per_statement: args.peer_rows_per_statement,
             },
             registry,
             announce: AnnounceOut {
@@ -368,6 +450,8 @@ impl Driven {
                 points_sent: sum(|o| o.sent_points),
                 points_accepted: accepted,
                 points_per_sec: per_sec(accepted, seconds),
+                device_days,
+                device_days_per_sec: per_sec(device_days, seconds),
                 points_rejected: sum(|o| o.rejected),
                 bytes_sent: bytes,
                 mbytes_per_sec: per_sec(bytes, seconds) / 1e6,
@@ -378,6 +462,7 @@ impl Driven {
                 ack_latency_us: Latency::of(&latency),
                 devices_reporting: self.reporting(),
                 timeline: self.timeline,
+                summary: self.summary,
             },
             rss,
             cpu: CpuOut {
@@ -392,12 +477,14 @@ impl Driven {
             },
             commits: self.commits,
             reconciliation,
+            peer: None,
+            device_days_ratio: None,
         }
     }
 }
 
-fn devices_per_batch(batch: usize) -> u32 {
-    u32::try_from(batch / POINTS_PER_DEVICE)
+fn devices_per_batch(batch: usize, points_per_device: usize) -> u32 {
+    u32::try_from(batch / points_per_device.max(1))
         .unwrap_or(u32::MAX)
         .max(1)
 }
@@ -418,7 +505,8 @@ fn plans(args: &IngestArgs, target: &Target, started_unix: u64) -> Vec<StreamPla
                 first_device: first,
                 // Checked in `check_args`: at most u32::MAX - 1 per stream.
                 devices: u32::try_from(devices).unwrap_or(u32::MAX),
-                devices_per_batch: devices_per_batch(args.batch),
+                devices_per_batch: devices_per_batch(args.batch, args.points_per_device),
+                points_per_device: args.points_per_device,
                 run_id: run_id.clone(),
                 window: args.window,
             };
@@ -513,6 +601,7 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
         None => None,
     };
     let threads_before = target.pid.map(thread_cpu);
+    let probe = target.http.as_deref().map(SummaryProbe::start);
     let start = Instant::now();
     phase_tx.send_replace(Phase::Telemetry {
         deadline: start + args.duration,
@@ -520,7 +609,8 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
     let mut timeline = Vec::new();
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-    let (mut last_at, mut last_points, mut last_batches) = (0.0f64, 0u64, 0u64);
+    let (mut last_at, mut last_points, mut last_batches, mut last_days) =
+        (0.0f64, 0u64, 0u64, 0u64);
     let mut outcomes = Vec::with_capacity(n);
     loop {
         tokio::select! {
@@ -532,20 +622,26 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
                 let at = start.elapsed().as_secs_f64();
                 let points = progress.accepted.load(Relaxed);
                 let batches = progress.batches.load(Relaxed);
+                let days = progress.device_days.load(Relaxed);
                 let interval = Interval {
                     at_secs: at,
                     points_per_sec: per_sec(points - last_points, at - last_at),
+                    device_days_per_sec: per_sec(days - last_days, at - last_at),
                     batches_per_sec: per_sec(batches - last_batches, at - last_at),
                 };
                 println!(
-                    "  {:>5.1} s: {:>10.0} points/s, {:>7.0} batches/s",
-                    at, interval.points_per_sec, interval.batches_per_sec
+                    "  {:>5.1} s: {:>10.0} points/s, {:>10.0} device-days/s, {:>7.0} batches/s",
+                    at, interval.points_per_sec, interval.device_days_per_sec, interval.batches_per_sec
                 );
                 timeline.push(interval);
-                (last_at, last_points, last_batches) = (at, points, batches);
+                (last_at, last_points, last_batches, last_days) = (at, points, batches, days);
             }
         }
     }
+    let summary = match probe {
+        Some(probe) => probe.finish().await,
+        None => None,
+    };
     let cpu_after = (
         target.pid.and_then(cpu_seconds),
         own_cpu_seconds(),
@@ -578,6 +674,7 @@ async fn drive(args: &IngestArgs, target: &Target, started_unix: u64) -> anyhow:
         registry_threads,
         commits,
         timeline,
+        summary,
     })
 }
 
@@ -596,6 +693,10 @@ mod tests {
             token: None,
             out: PathBuf::from("out"),
             window: 32,
+            points_per_device: 10,
+            peer: None,
+            peer_clients: 8,
+            peer_rows_per_statement: 1000,
         }
     }
 
@@ -612,6 +713,13 @@ mod tests {
         assert_eq!(got, [(0, 4), (4, 3), (7, 3)]);
         assert_eq!(plans[1].token, "b");
         assert_eq!(plans[0].devices_per_batch, 100);
+        let mut one = args(10, 3);
+        one.points_per_device = 1;
+        let plans = super::plans(&one, &target, 1);
+        assert_eq!(
+            plans[0].devices_per_batch, 1000,
+            "every point another device"
+        );
     }
 
     #[test]
@@ -623,6 +731,12 @@ mod tests {
         a.batch = 5;
         assert!(check_args(&a).is_err());
         a.batch = 10;
+        a.points_per_device = 0;
+        assert!(check_args(&a).is_err());
+        a.points_per_device = 11;
+        assert!(check_args(&a).is_err());
+        a.points_per_device = 1;
+        assert!(check_args(&a).is_ok());
         a.registry = Some("http://x".into());
         assert!(check_args(&a).is_err());
     }

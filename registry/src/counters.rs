@@ -5,8 +5,10 @@
 //! Memory per device is a map entry (id → index) plus one [`Slot`] of 40
 //! bytes; names, types and attributes stay in the store. Per-day distinct sets
 //! are roaring bitmaps over the dense indexes (about one bit per reporting
-//! device and day when dense). Only the committer mutates a [`Counters`]; the
-//! HTTP side reads it under a shared lock and tallies on demand.
+//! device and day when dense). Only the committer mutates devices and days of
+//! a [`Counters`]; every such change also updates its [`ReadModel`], so the
+//! HTTP side reads figures under a shared lock held for O(gateways × cells),
+//! never a pass over the devices.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +18,9 @@ use fieldlink_model::{Category, Cloud, Day, Protocol, UtcOffset};
 use roaring::RoaringBitmap;
 use tokio_util::sync::CancellationToken;
 
+use crate::read_model::ReadModel;
 use crate::store::{DayDelta, DeviceRecord, DeviceStatusRecord};
+use crate::tally::Tally;
 
 /// A device's attributes and state, packed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +119,7 @@ pub struct Counters {
     gateways: Vec<GatewayState>,
     gateway_ids: Interner<(u16, String)>,
     days: BTreeMap<Day, DaySet>,
+    model: ReadModel,
     streams: HashMap<String, u64>,
     stream_sessions: HashMap<String, (u64, CancellationToken)>,
     session_generation: u64,
@@ -137,6 +142,7 @@ impl Counters {
             gateways: Vec::new(),
             gateway_ids: Interner::default(),
             days: BTreeMap::new(),
+            model: ReadModel::default(),
             streams: HashMap::default(),
             stream_sessions: HashMap::default(),
             session_generation: 0,
@@ -295,6 +301,8 @@ impl Counters {
     pub fn push_device(&mut self, id: &str, slot: Slot) -> u32 {
         let index = self.next_index();
         self.ids.insert(id.into(), index);
+        // No day set holds an index without a slot (see `mark_reported`).
+        self.model.add_slot(&slot);
         self.slots.push(slot);
         index
     }
@@ -302,20 +310,32 @@ impl Counters {
     /// Replaces the slot of an existing device.
     pub fn set_slot(&mut self, index: u32, slot: Slot) {
         if let Some(s) = self.slots.get_mut(index as usize) {
+            self.model.change_slot(index, s, &slot, &self.days);
             *s = slot;
         }
     }
 
     /// Records that device `delta.index` reported on `delta.day`; true when
-    /// it is the device's first report that day.
+    /// it is the device's first report that day. A report of an index
+    /// without a device is ignored (false).
     pub fn mark_reported(&mut self, delta: &DayDelta) -> bool {
-        if let Some(slot) = self.slots.get_mut(delta.index as usize) {
-            slot.last_point = slot.last_point.max(delta.stats.last);
-        }
+        let Some(slot) = self.slots.get_mut(delta.index as usize) else {
+            return false;
+        };
+        slot.last_point = slot.last_point.max(delta.stats.last);
         let set = self.days.entry(delta.day).or_default();
         let new = set.devices.insert(delta.index);
         set.count += u64::from(new);
+        if new {
+            self.model.first_report(delta.day, slot);
+        }
         new
+    }
+
+    /// The figures of `day` as of `now`, from the read model: O(gateways ×
+    /// cells in use).
+    pub fn figures(&self, day: Day, now: i64) -> Tally {
+        self.model.tally(day, now, &self.gateways, self.grace_nanos)
     }
 
     /// The devices that reported on `day`.
@@ -331,6 +351,7 @@ impl Counters {
     /// Forgets the per-day sets of days before `day`.
     pub fn prune_days_before(&mut self, day: Day) {
         self.days = self.days.split_off(&day);
+        self.model.prune_days_before(day);
     }
 
     /// The highest durable sequence of a stream.
@@ -353,11 +374,13 @@ impl Counters {
         let tenant = self.tenant(&record.tenant);
         let gateway = self.gateway(tenant, &record.gateway_id, now);
         let index = record.index as usize;
-        if self.slots.len() <= index {
+        while self.slots.len() <= index {
             // Holes (never expected) stay retired placeholders.
-            self.slots.resize(index + 1, placeholder_slot());
+            let placeholder = placeholder_slot();
+            self.model.add_slot(&placeholder);
+            self.slots.push(placeholder);
         }
-        self.slots[index] = Slot {
+        let slot = Slot {
             category: record.category,
             protocol: record.protocol,
             cloud: record.cloud,
@@ -369,14 +392,16 @@ impl Counters {
             last_point: 0,
             status_time: 0,
         };
+        self.set_slot(record.index, slot);
         self.ids.insert(record.id.as_str().into(), record.index);
     }
 
     /// Loads one stored status (at start-up).
     pub fn load_status(&mut self, index: u32, status: &DeviceStatusRecord) {
-        if let Some(slot) = self.slots.get_mut(index as usize) {
+        if let Some(mut slot) = self.slot(index).copied() {
             slot.online = status.online;
             slot.status_time = status.time;
+            self.set_slot(index, slot);
         }
     }
 }

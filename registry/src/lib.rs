@@ -4,8 +4,9 @@
 //! Flow: [`ingest`] (gRPC streams, one per gateway session: authenticate by
 //! tenant token, check each batch) → the committer (group commits into the
 //! [`store::Store`], exactly once per stream sequence) → [`counters`] (dense
-//! device index, session state, per-day bitmaps) → [`tally`] (figures by
-//! class, category, protocol and cloud) → [`http`] (JSON/CSV API, metrics).
+//! device index, session state, per-day bitmaps, and the [`read_model`] of
+//! figures it keeps up to date) → [`tally`] (figures by class, category,
+//! protocol and cloud) → [`http`] (JSON/CSV API, metrics).
 //!
 //! [`Registry::open`] loads the store into memory; [`Registry::serve`] runs
 //! both listeners until its shutdown future completes.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod read_model;
 pub mod store;
 pub mod tally;
 

@@ -1,6 +1,10 @@
-//! Exact figures from the live state: one pass over the devices (and over the
-//! day's bitmap) fills a small table of cells, one per (category, protocol,
+//! Exact figures as a small table of cells, one per (category, protocol,
 //! cloud); every breakdown the API offers is a sum of cells.
+//!
+//! The API's tallies come from the [`ReadModel`](crate::read_model::ReadModel)
+//! the committer keeps up to date. [`Tally::count`] is the full recount, one
+//! pass over every device and the day's bitmap: the reference the read model
+//! is tested against.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +16,7 @@ use crate::counters::Counters;
 const CATEGORIES: usize = Category::ALL.len();
 const PROTOCOLS: usize = Protocol::ALL.len();
 const CLOUDS: usize = Cloud::ALL.len();
-const CELLS: usize = CATEGORIES * PROTOCOLS * CLOUDS;
+pub(crate) const CELLS: usize = CATEGORIES * PROTOCOLS * CLOUDS;
 
 /// The three figures of a cell or group.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,7 +30,7 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn add(&mut self, other: &Figures) {
+    pub(crate) fn add(&mut self, other: &Figures) {
         self.registered += other.registered;
         self.online += other.online;
         self.reporting += other.reporting;
@@ -48,7 +52,8 @@ pub struct CellKey {
     pub cloud: Cloud,
 }
 
-fn cell_index(category: Category, protocol: Protocol, cloud: Cloud) -> usize {
+/// The position of a cell in a table of [`CELLS`].
+pub(crate) fn cell_index(category: Category, protocol: Protocol, cloud: Cloud) -> usize {
     (category.index() * PROTOCOLS + protocol.index()) * CLOUDS + cloud.index()
 }
 
@@ -64,7 +69,7 @@ fn cell_key(index: usize) -> CellKey {
 }
 
 /// Figures per cell for one day at one instant.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tally {
     /// The day of the reporting figure.
     pub day: Day,
@@ -130,7 +135,15 @@ impl Dimension {
 pub type Group = (Vec<(Dimension, &'static str)>, Figures);
 
 impl Tally {
-    /// Counts every figure for `day` as of `now`.
+    /// A tally of `cells`, indexed by [`cell_index`].
+    pub(crate) fn from_cells(day: Day, cells: Vec<Figures>) -> Tally {
+        debug_assert_eq!(cells.len(), CELLS);
+        Tally { day, cells }
+    }
+
+    /// Counts every figure for `day` as of `now` by visiting every device:
+    /// O(devices). The reference recount; the API reads
+    /// [`Counters::figures`] instead.
     pub fn count(counters: &Counters, day: Day, now: i64) -> Tally {
         let mut cells = vec![Figures::default(); CELLS];
         for slot in counters.slots() {

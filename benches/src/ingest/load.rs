@@ -22,7 +22,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
-use super::wire::{BenchCodec, Outgoing, POINTS_PER_DEVICE, Template};
+use super::wire::{BenchCodec, Outgoing, Template};
 
 /// Devices announced per batch in phase 1.
 const ANNOUNCE_BATCH: u32 = 2_000;
@@ -49,6 +49,9 @@ pub(crate) struct StreamPlan {
     pub(crate) devices: u32,
     /// Devices per telemetry batch.
     pub(crate) devices_per_batch: u32,
+    /// Points per device per telemetry batch (1: every point of a batch is
+    /// another device).
+    pub(crate) points_per_device: usize,
     /// Id of this run's sequence spaces.
     pub(crate) run_id: String,
     /// Batches kept un-acknowledged.
@@ -89,6 +92,8 @@ pub(crate) struct Progress {
     pub(crate) batches: AtomicU64,
     /// Points accepted.
     pub(crate) accepted: AtomicU64,
+    /// (day, device) records the accepted points created or updated.
+    pub(crate) device_days: AtomicU64,
 }
 
 /// What one stream measured.
@@ -102,6 +107,10 @@ pub(crate) struct StreamOutcome {
     pub(crate) batches: u64,
     /// Points the acks accepted.
     pub(crate) accepted: u64,
+    /// (day, device) records the accepted points created or updated: one
+    /// per device of an accepted batch (its points share one timestamp, so
+    /// one day, and are accepted or rejected together).
+    pub(crate) device_days: u64,
     /// Points the acks rejected.
     pub(crate) rejected: u64,
     /// Acks marked duplicate.
@@ -172,6 +181,7 @@ pub(crate) async fn run_stream(
         announce_rejected: 0,
         batches: 0,
         accepted: 0,
+        device_days: 0,
         rejected: 0,
         duplicates: 0,
         out_of_order_acks: 0,
@@ -212,9 +222,11 @@ fn build_templates(plan: &StreamPlan) -> Vec<Arc<Template>> {
         .map(|start| {
             let end = start.saturating_add(step).min(plan.devices);
             let first = plan.first_device;
-            Arc::new(Template::build(start..end, |local| {
-                device_id(first + u64::from(local))
-            }))
+            Arc::new(Template::build(
+                start..end,
+                plan.points_per_device,
+                |local| device_id(first + u64::from(local)),
+            ))
         })
         .collect()
 }
@@ -428,8 +440,11 @@ impl Connection {
             outcome.batches += done.len() as u64;
             outcome.out_of_order_acks += u64::from(!in_order);
             outcome.accepted += ack.accepted_points;
+            let device_days = ack.accepted_points / plan.points_per_device.max(1) as u64;
+            outcome.device_days += device_days;
             progress.batches.fetch_add(done.len() as u64, Relaxed);
             progress.accepted.fetch_add(ack.accepted_points, Relaxed);
+            progress.device_days.fetch_add(device_days, Relaxed);
             outcome.rejected += ack.rejected_points;
             outcome.duplicates += u64::from(ack.duplicate);
             record_latency(&mut outcome.latency, &done, now);
@@ -581,7 +596,7 @@ impl Reporting {
             let accepted = rejected.is_empty()
                 || rejected
                     .get(device_id(plan.first_device + u64::from(local)).as_str())
-                    .is_none_or(|&n| n < POINTS_PER_DEVICE as u64);
+                    .is_none_or(|&n| n < plan.points_per_device as u64);
             let seen = &mut self.devices[local as usize];
             if accepted && !*seen {
                 *seen = true;
@@ -618,6 +633,7 @@ mod tests {
             first_device: 100,
             devices: 25,
             devices_per_batch: 10,
+            points_per_device: 10,
             run_id: "r".into(),
             window: 4,
         };
@@ -630,7 +646,7 @@ mod tests {
             device_id: device_id(101),
             reason: 2,
             detail: String::new(),
-            count: POINTS_PER_DEVICE as u32,
+            count: 10,
         };
         reporting.mark(0, &templates[0], &plan, &[rejection]);
         assert_eq!(reporting.count, 9);

@@ -9,7 +9,9 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::postgres::PeerOut;
 use super::reconcile::{Commits, Reconciliation};
+use super::summary_probe::SummaryOut;
 use crate::process::{LogSummary, Stopped, ThreadCpu};
 
 /// Everything a run measured, with its arguments.
@@ -36,6 +38,10 @@ pub(crate) struct Results {
     pub(crate) commits: Option<Commits>,
     /// The registry's counts against the bench's.
     pub(crate) reconciliation: Reconciliation,
+    /// The same (day, device) upsert load into the peer, with `--peer`.
+    pub(crate) peer: Option<PeerOut>,
+    /// Registry device-days/s over the peer's.
+    pub(crate) device_days_ratio: Option<f64>,
 }
 
 /// The flags.
@@ -47,7 +53,9 @@ pub(crate) struct ArgsOut {
     pub(crate) streams: usize,
     /// `--batch`.
     pub(crate) batch: usize,
-    /// Devices per telemetry batch (`batch / 10`).
+    /// `--points-per-device`.
+    pub(crate) points_per_device: usize,
+    /// Devices per telemetry batch (`batch / points_per_device`).
     pub(crate) devices_per_batch: u32,
     /// Points per full telemetry batch.
     pub(crate) points_per_batch: u64,
@@ -61,6 +69,12 @@ pub(crate) struct ArgsOut {
     pub(crate) http: Option<String>,
     /// `--out`.
     pub(crate) out: PathBuf,
+    /// `--peer`.
+    pub(crate) peer: Option<&'static str>,
+    /// `--peer-clients`.
+    pub(crate) peer_clients: usize,
+    /// `--peer-rows-per-statement`.
+    pub(crate) peer_rows_per_statement: usize,
 }
 
 /// The registry driven.
@@ -110,6 +124,11 @@ pub(crate) struct TelemetryOut {
     pub(crate) points_accepted: u64,
     /// Accepted points per second.
     pub(crate) points_per_sec: f64,
+    /// (day, device) records the accepted points created or updated: one per
+    /// device of each accepted batch.
+    pub(crate) device_days: u64,
+    /// Device-days per second.
+    pub(crate) device_days_per_sec: f64,
     /// Points rejected (sum of `rejected_points`).
     pub(crate) points_rejected: u64,
     /// Bytes of telemetry messages sent (protobuf, before gRPC framing).
@@ -130,6 +149,8 @@ pub(crate) struct TelemetryOut {
     pub(crate) devices_reporting: u64,
     /// Accepted points per second over each progress interval.
     pub(crate) timeline: Vec<Interval>,
+    /// `GET /api/v1/summary` latency while the telemetry streamed.
+    pub(crate) summary: Option<SummaryOut>,
 }
 
 /// Throughput over one progress interval.
@@ -139,6 +160,8 @@ pub(crate) struct Interval {
     pub(crate) at_secs: f64,
     /// Accepted points per second.
     pub(crate) points_per_sec: f64,
+    /// Device-days per second.
+    pub(crate) device_days_per_sec: f64,
     /// Acked batches per second.
     pub(crate) batches_per_sec: f64,
 }
@@ -258,11 +281,12 @@ impl Results {
         let l = &t.ack_latency_us;
         let _ = writeln!(
             s,
-            "bench ingest: {} devices, {} streams, {} points/batch ({} devices x 10), {:.0} s, window {}",
+            "bench ingest: {} devices, {} streams, {} points/batch ({} devices x {}), {:.0} s, window {}",
             a.devices,
             a.streams,
             a.points_per_batch,
             a.devices_per_batch,
+            a.points_per_device,
             a.duration_secs,
             a.window
         );
@@ -296,6 +320,11 @@ impl Results {
         );
         let _ = writeln!(
             s,
+            "  device-days/s     {:.0} ({} (day, device) records created or updated)",
+            t.device_days_per_sec, t.device_days
+        );
+        let _ = writeln!(
+            s,
             "  batches/s         {:.0} acked ({} batches)",
             t.batches_per_sec, t.batches
         );
@@ -319,6 +348,18 @@ impl Results {
         }
         for sample in &t.rejection_samples {
             let _ = writeln!(s, "    e.g. {sample}");
+        }
+        if let Some(probe) = &t.summary {
+            let l = &probe.latency_us;
+            let _ = writeln!(
+                s,
+                "  GET /summary      p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms during telemetry (n={}, {} errors)",
+                l.p50 as f64 / 1000.0,
+                l.p99 as f64 / 1000.0,
+                l.max as f64 / 1000.0,
+                probe.requests,
+                probe.errors
+            );
         }
         let r = &self.rss;
         let _ = writeln!(
@@ -387,6 +428,31 @@ impl Results {
                 .map(|n| format!(" — {n}"))
                 .unwrap_or_default(),
         );
+        if let Some(p) = &self.peer {
+            let l = &p.statement_latency_us;
+            let _ = writeln!(
+                s,
+                "  peer {} {}  {:.0} device-days/s ({} rows in {:.2} s; {} clients, {} rows/statement; statement p50 {:.2} ms, p99 {:.2} ms; {} distinct rows, expected {})",
+                p.peer,
+                p.server_version,
+                p.device_days_per_sec,
+                p.device_days,
+                p.seconds,
+                p.clients,
+                p.rows_per_statement,
+                l.p50 as f64 / 1000.0,
+                l.p99 as f64 / 1000.0,
+                p.distinct_rows,
+                p.expected_distinct_rows
+            );
+            let _ = writeln!(
+                s,
+                "  ratio             registry / {} = {} device-days/s",
+                p.peer,
+                self.device_days_ratio
+                    .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"))
+            );
+        }
         if let Some(stopped) = &self.registry.stopped {
             let _ = writeln!(
                 s,

@@ -20,11 +20,11 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-/// Points each device reports per telemetry batch.
-pub(crate) const POINTS_PER_DEVICE: usize = 10;
+/// Most points a device reports per telemetry batch (one per tag).
+pub(crate) const MAX_POINTS_PER_DEVICE: usize = 10;
 
 /// Tag names of a device's points; all the same length.
-const TAGS: [&str; POINTS_PER_DEVICE] = [
+const TAGS: [&str; MAX_POINTS_PER_DEVICE] = [
     "temp", "pres", "flow", "rpm0", "amps", "volt", "kwat", "vibr", "levl", "stat",
 ];
 
@@ -57,25 +57,30 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    /// Encodes `POINTS_PER_DEVICE` points for each device of `devices`, whose
-    /// ids `device_id` gives.
+    /// Encodes `points_per_device` points (1 to [`MAX_POINTS_PER_DEVICE`],
+    /// clamped) for each device of `devices`, whose ids `device_id` gives.
     ///
     /// # Panics
     /// Never in practice: a body over 4 GiB (far above any gRPC limit) would.
-    pub(crate) fn build(devices: Range<u32>, device_id: impl Fn(u32) -> String) -> Self {
+    pub(crate) fn build(
+        devices: Range<u32>,
+        points_per_device: usize,
+        device_id: impl Fn(u32) -> String,
+    ) -> Self {
+        let tags = &TAGS[..points_per_device.clamp(1, MAX_POINTS_PER_DEVICE)];
         let count = devices.len();
-        let mut body = Vec::with_capacity(count * 300);
-        let mut stamps = Vec::with_capacity(count * POINTS_PER_DEVICE);
+        let mut body = Vec::with_capacity(count * (30 + 30 * tags.len()));
+        let mut stamps = Vec::with_capacity(count * tags.len());
         for local in devices.clone() {
             let id = device_id(local);
-            let points_len: usize = TAGS.iter().map(|tag| 1 + 1 + point_len(tag)).sum();
+            let points_len: usize = tags.iter().map(|tag| 1 + 1 + point_len(tag)).sum();
             let telemetry_len = 1 + encoded_len_varint(id.len() as u64) + id.len() + points_len;
             body.push(KEY_BATCH_TELEMETRY);
             encode_varint(telemetry_len as u64, &mut body);
             body.push(KEY_TELEMETRY_DEVICE_ID);
             encode_varint(id.len() as u64, &mut body);
             body.extend_from_slice(id.as_bytes());
-            for (i, tag) in TAGS.iter().enumerate() {
+            for (i, tag) in tags.iter().enumerate() {
                 body.push(KEY_TELEMETRY_POINTS);
                 encode_varint(point_len(tag) as u64, &mut body);
                 body.push(KEY_POINT_TAG);
@@ -236,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_template_decodes_as_one_batch_with_the_sequence_and_time() {
-        let template = Template::build(3..6, |i| format!("dev-{i}"));
+        let template = Template::build(3..6, MAX_POINTS_PER_DEVICE, |i| format!("dev-{i}"));
         assert_eq!(template.points(), 30);
         for sequence in [1u64, 127, 128, 1 << 40] {
             let mut buf = Vec::new();
@@ -254,7 +259,7 @@ mod tests {
                 .collect();
             assert_eq!(ids, ["dev-3", "dev-4", "dev-5"]);
             for t in &batch.telemetry {
-                assert_eq!(t.points.len(), POINTS_PER_DEVICE);
+                assert_eq!(t.points.len(), MAX_POINTS_PER_DEVICE);
                 for (p, tag) in t.points.iter().zip(TAGS) {
                     assert_eq!(p.tag, tag);
                     assert_eq!(p.time_unix_nano, 1_795_656_600_000_000_000);
@@ -262,5 +267,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn one_point_per_device_makes_every_point_another_device() {
+        let template = Template::build(0..4, 1, |i| format!("dev-{i}"));
+        assert_eq!(template.points(), 4);
+        let mut buf = Vec::new();
+        template.write(7, 1_795_656_600_000_000_000, &mut buf);
+        let message = GatewayMessage::decode(buf.as_slice()).expect("decodes");
+        let Some(gateway_message::Body::Batch(batch)) = message.body else {
+            panic!("not a batch: {message:?}");
+        };
+        assert_eq!(batch.telemetry.len(), 4);
+        assert!(batch.telemetry.iter().all(|t| t.points.len() == 1));
     }
 }

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use fieldlink_model::{
     Category, Cloud, Day, DeviceClass, LocalTime, Protocol, UtcOffset, now_unix_nanos,
 };
-use roaring::RoaringBitmap;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,11 +38,12 @@ struct Filter {
     include_retired: bool,
 }
 
-/// What the export needs of the live state, copied so the lock is short.
-struct Snapshot {
-    slots: Vec<(Slot, bool)>,
-    tenants: Vec<String>,
-    reported: RoaringBitmap,
+/// A device of the page being written, with its live state.
+struct Live {
+    record: DeviceRecord,
+    slot: Slot,
+    online: bool,
+    reported: bool,
 }
 
 impl Filter {
@@ -64,6 +64,19 @@ impl Filter {
 enum Format {
     Json,
     Csv,
+}
+
+/// What an export has written so far.
+struct Page {
+    /// Text not sent yet.
+    out: String,
+    rows: usize,
+    /// Where a next request continues, once the limit is reached.
+    next_after: Option<String>,
+    last_id: String,
+    failed: Option<String>,
+    /// Done early: limit, failure or client gone.
+    stopped: bool,
 }
 
 /// One row of the device list.
@@ -184,31 +197,12 @@ pub(crate) async fn list(
         other => other,
     };
     let after = params.get("after").map(str::to_owned);
-    let snapshot = {
-        let counters = shared.read_counters();
-        let now = now_unix_nanos();
-        let slots = counters
-            .slots()
-            .iter()
-            .map(|s| (*s, counters.is_online(s, now)))
-            .collect();
-        let tenants = counters.tenant_names().to_vec();
-        let reported = counters
-            .day(day)
-            .map(|d| d.devices.clone())
-            .unwrap_or_default();
-        Snapshot {
-            slots,
-            tenants,
-            reported,
-        }
-    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let export = Export {
         shared: shared.clone(),
         filter,
-        snapshot,
         format,
+        list_day: day,
         day: day_given.then_some(day),
         offset: shared.settings.utc_offset,
         after,
@@ -234,11 +228,17 @@ pub(crate) async fn list(
 }
 
 /// A device-list export running on a blocking thread.
+///
+/// It pages through the store's device index (id order) and looks each
+/// page's devices up in the live state under one short shared lock per page
+/// of [`ROWS_PER_CHUNK`] records: never a copy of every slot.
 struct Export {
     shared: Arc<Shared>,
     filter: Filter,
-    snapshot: Snapshot,
     format: Format,
+    /// The day `reporting` and `online` filters refer to.
+    list_day: Day,
+    /// The day whose running log is added to each row, when asked for.
     day: Option<Day>,
     offset: UtcOffset,
     after: Option<String>,
@@ -258,65 +258,29 @@ impl Export {
                 out.push('\n');
             }
         }
-        let mut rows = 0usize;
-        let mut in_chunk = 0usize;
-        let mut next_after: Option<String> = None;
-        let mut last_id = String::new();
-        let mut failed = None;
+        let mut page = Page {
+            out,
+            rows: 0,
+            next_after: None,
+            last_id: String::new(),
+            failed: None,
+            stopped: false,
+        };
+        let mut records = Vec::with_capacity(ROWS_PER_CHUNK);
         let result = self
             .shared
             .store
             .scan_devices(self.after.as_deref(), &mut |record| {
-                if self.limit.is_some_and(|l| rows >= l) {
-                    next_after = Some(std::mem::take(&mut last_id));
-                    return false;
-                }
-                let Some((slot, online)) = self.snapshot.slots.get(record.index as usize) else {
-                    return true; // Announced after the snapshot.
-                };
-                let tenant = self
-                    .snapshot
-                    .tenants
-                    .get(usize::from(slot.tenant))
-                    .map_or("", String::as_str);
-                let reported = self.snapshot.reported.contains(record.index);
-                if !self.filter.keeps(slot, *online, tenant, reported) {
+                records.push(record);
+                if records.len() < ROWS_PER_CHUNK {
                     return true;
                 }
-                let day_stats = match self.day_stats(&record, reported) {
-                    Ok(stats) => stats,
-                    Err(e) => {
-                        failed = Some(e);
-                        return false;
-                    }
-                };
-                let row = self.row(&record, slot, *online, day_stats);
-                match self.format {
-                    Format::Json => {
-                        if rows > 0 {
-                            out.push(',');
-                        }
-                        // Serializing plain strings and numbers cannot fail.
-                        if let Ok(json) = serde_json::to_string(&row) {
-                            out.push_str(&json);
-                        }
-                    }
-                    Format::Csv => row.write_csv(&mut out, self.day.is_some()),
-                }
-                rows += 1;
-                in_chunk += 1;
-                last_id.clear();
-                last_id.push_str(&record.id);
-                if in_chunk >= ROWS_PER_CHUNK {
-                    in_chunk = 0;
-                    let chunk = Bytes::from(std::mem::take(&mut out));
-                    if tx.blocking_send(Ok(chunk)).is_err() {
-                        return false; // The client went away.
-                    }
-                }
-                true
+                self.write_page(&mut records, &mut page, tx)
             });
-        if let Err(e) = result.map_err(|e| e.to_string()).and(match failed {
+        if !page.stopped && result.is_ok() {
+            self.write_page(&mut records, &mut page, tx);
+        }
+        if let Err(e) = result.map_err(|e| e.to_string()).and(match page.failed {
             Some(e) => Err(e),
             None => Ok(()),
         }) {
@@ -324,6 +288,7 @@ impl Export {
             let _ = tx.blocking_send(Err(std::io::Error::other(e)));
             return;
         }
+        let (mut out, rows, next_after) = (page.out, page.rows, page.next_after);
         if self.format == Format::Json {
             out.push_str(&format!("],\"count\":{rows}"));
             if let Some(day) = self.day {
@@ -339,6 +304,82 @@ impl Export {
             out.push('}');
         }
         let _ = tx.blocking_send(Ok(Bytes::from(out)));
+    }
+
+    /// The live state of `records` in order, `None` for those the filter
+    /// drops (or announced since the scan began), under one short shared lock.
+    fn look_up(&self, records: &mut Vec<DeviceRecord>) -> Vec<Option<Live>> {
+        let counters = self.shared.read_counters();
+        let now = now_unix_nanos();
+        let reported = counters.day(self.list_day).map(|d| &d.devices);
+        records
+            .drain(..)
+            .map(|record| {
+                let slot = *counters.slot(record.index)?;
+                let online = counters.is_online(&slot, now);
+                let tenant = counters.tenant_name(slot.tenant);
+                let reported = reported.is_some_and(|r| r.contains(record.index));
+                self.filter
+                    .keeps(&slot, online, tenant, reported)
+                    .then_some(Live {
+                        record,
+                        slot,
+                        online,
+                        reported,
+                    })
+            })
+            .collect()
+    }
+
+    /// Writes the kept devices of `records` and sends the chunk; false when
+    /// the export is done (limit reached, client gone, or a failure).
+    fn write_page(
+        &self,
+        records: &mut Vec<DeviceRecord>,
+        page: &mut Page,
+        tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ) -> bool {
+        let devices = self.look_up(records);
+        for live in devices {
+            if self.limit.is_some_and(|l| page.rows >= l) {
+                page.next_after = Some(std::mem::take(&mut page.last_id));
+                page.stopped = true;
+                return false;
+            }
+            let Some(live) = live else {
+                continue;
+            };
+            let day_stats = match self.day_stats(&live.record, live.reported) {
+                Ok(stats) => stats,
+                Err(e) => {
+                    page.failed = Some(e);
+                    page.stopped = true;
+                    return false;
+                }
+            };
+            let row = self.row(&live.record, &live.slot, live.online, day_stats);
+            match self.format {
+                Format::Json => {
+                    if page.rows > 0 {
+                        page.out.push(',');
+                    }
+                    // Serializing plain strings and numbers cannot fail.
+                    if let Ok(json) = serde_json::to_string(&row) {
+                        page.out.push_str(&json);
+                    }
+                }
+                Format::Csv => row.write_csv(&mut page.out, self.day.is_some()),
+            }
+            page.rows += 1;
+            page.last_id.clear();
+            page.last_id.push_str(&live.record.id);
+        }
+        let chunk = Bytes::from(std::mem::take(&mut page.out));
+        if !chunk.is_empty() && tx.blocking_send(Ok(chunk)).is_err() {
+            page.stopped = true;
+            return false; // The client went away.
+        }
+        true
     }
 
     fn day_stats(&self, record: &DeviceRecord, reported: bool) -> Result<Option<DayStats>, String> {

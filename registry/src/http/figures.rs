@@ -72,9 +72,11 @@ fn breakdown(tally: &Tally, pick: impl Fn(&Figures) -> u64) -> Breakdown {
     }
 }
 
+/// The figures of `day` from the read model, and the protocols gateways
+/// offer; the shared lock is held for O(gateways × cells in use).
 fn tally_and_supported(shared: &Shared, day: Day) -> (Tally, Vec<Protocol>) {
     let counters = shared.read_counters();
-    let tally = Tally::count(&counters, day, now_unix_nanos());
+    let tally = counters.figures(day, now_unix_nanos());
     let mut supported: Vec<Protocol> = counters
         .gateways()
         .iter()

@@ -18,7 +18,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::Shared;
-use crate::tally::Tally;
 
 pub use error::AppError;
 
@@ -68,7 +67,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let day = shared.today();
     let tally = {
         let counters = shared.read_counters();
-        Tally::count(&counters, day, fieldlink_model::now_unix_nanos())
+        counters.figures(day, fieldlink_model::now_unix_nanos())
     };
     let _ = writeln!(
         out,

@@ -110,7 +110,8 @@ pub(crate) fn run(mut rx: mpsc::Receiver<Pending>, shared: Arc<Shared>) {
     }
 }
 
-fn commit_round(shared: &Shared, round: &mut Vec<Pending>) {
+/// Plans, commits, applies and acknowledges one round of batches.
+pub(super) fn commit_round(shared: &Shared, round: &mut Vec<Pending>) {
     let now = now_unix_nanos();
     let plan = {
         let counters = shared.read_counters();

@@ -6,6 +6,8 @@
 
 pub(crate) mod committer;
 pub(crate) mod prepare;
+#[cfg(test)]
+mod read_model_tests;
 pub mod service;
 
 pub use service::IngestService;
