@@ -14,7 +14,7 @@ use fieldlink_broker::{Broker, BrokerConfig, BrokerHandle, Listeners};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use fieldlink_bench::fleet_broker::broker_config;
+pub(crate) use fieldlink_bench::fleet_broker::{broker_config, lean_broker_config};
 
 /// Writes `config` to `dir/broker.toml`.
 ///
@@ -38,14 +38,22 @@ pub(crate) struct FleetBroker {
     pub(crate) handle: BrokerHandle,
     stop: CancellationToken,
     task: JoinHandle<Result<(), fieldlink_broker::BrokerError>>,
+    /// The ingress shards' supervisor, when the config has `[ingress]`.
+    ingress: Option<JoinHandle<()>>,
 }
 
 impl FleetBroker {
-    /// Validates `config`, binds and starts the broker.
+    /// Validates `config`, binds and starts the broker; with an `[ingress]`
+    /// section also its shard processes, which read the config from
+    /// `written` (where [`write_config`] put it) and stop with the broker
+    /// (or when this process dies: they watch their stdin).
     ///
     /// # Errors
     /// A bad config (naming the key) or an address that cannot be bound.
-    pub(crate) async fn start(config: &BrokerConfig) -> anyhow::Result<FleetBroker> {
+    pub(crate) async fn start(
+        config: &BrokerConfig,
+        written: &Path,
+    ) -> anyhow::Result<FleetBroker> {
         let settings = config.validate()?;
         let listeners = Listeners::bind(&settings).await.with_context(|| {
             format!(
@@ -54,15 +62,24 @@ impl FleetBroker {
             )
         })?;
         let addr = listeners.mqtt.local_addr()?;
+        let shards = settings.ingress.as_ref().map(|i| i.shards);
         let broker = Broker::new(settings);
         let handle = broker.handle();
         let stop = CancellationToken::new();
         let task = tokio::spawn(broker.run(listeners, stop.clone().cancelled_owned()));
+        let ingress = shards.map(|n| {
+            tokio::spawn(crate::ingress_cmd::supervise(
+                written.to_path_buf(),
+                n,
+                stop.clone(),
+            ))
+        });
         Ok(FleetBroker {
             addr,
             handle,
             stop,
             task,
+            ingress,
         })
     }
 
@@ -77,6 +94,9 @@ impl FleetBroker {
     /// When the broker failed.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
+        if let Some(ingress) = self.ingress {
+            let _ = ingress.await;
+        }
         self.task.await?.context("the fleet's MQTT broker failed")
     }
 }

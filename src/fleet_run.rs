@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fieldlink_model::Protocol;
+use fieldlink_sim::mqtt::lean::LeanOptions;
+use fieldlink_sim::mqtt::lean_run::{LEAN_SHARD_SIZE, LeanRun, LeanRunOptions};
 use fieldlink_sim::mqtt::{BrokerAddr, Credentials, MqttFleet, MqttFleetOptions};
 use fieldlink_sim::opcua::{OpcUaFleet, OpcUaOptions};
 use fieldlink_sim::sparkplug::{SparkplugFleet, SparkplugFleetOptions};
 use fieldlink_sim::{
     Controls, FaceFiles, FleetPlan, ModbusFiles, MqttFiles, OpcUaFiles, RunOptions, RunningFleet,
-    SimError, SparkplugFiles, WrittenFiles,
+    ShardCommand, SimError, SparkplugFiles, WrittenFiles,
 };
 
 use crate::fleet_broker::{self, FleetBroker};
@@ -46,6 +48,15 @@ pub(crate) struct FleetSetup {
     pub(crate) opcua: OpcUaOptions,
     /// Faults and growth of the MQTT faces' devices.
     pub(crate) controls: Controls,
+    /// MQTT JSON devices are lean clients (one login per tenant, shard
+    /// processes past [`LEAN_SHARD_SIZE`]), and the fleet's own broker
+    /// brings the lean ingress on `ingress_listen`, whose shards run the
+    /// gateways.
+    pub(crate) lean: bool,
+    /// Where the fleet's own lean ingress listens.
+    pub(crate) ingress_listen: SocketAddr,
+    /// Most lean devices per process.
+    pub(crate) lean_shard_size: u32,
 }
 
 impl FleetSetup {
@@ -63,6 +74,9 @@ impl FleetSetup {
             modbus: RunOptions::default(),
             opcua: OpcUaOptions::default(),
             controls: Controls::default(),
+            lean: false,
+            ingress_listen: SocketAddr::from(([127, 0, 0, 1], 1884)),
+            lean_shard_size: LEAN_SHARD_SIZE,
         }
     }
 }
@@ -79,6 +93,9 @@ pub(crate) struct RunningFaces {
     modbus: Option<RunningFleet>,
     opcua: Option<OpcUaFleet>,
     mqtt: Option<MqttFleet>,
+    lean: Option<LeanRun>,
+    /// Shards of the fleet's own lean ingress.
+    ingress_shards: usize,
     sparkplug: Option<SparkplugFleet>,
 }
 
@@ -115,26 +132,43 @@ impl RunningFaces {
     /// what was started is stopped again.
     pub(crate) async fn start(plan: &FleetPlan, setup: FleetSetup) -> anyhow::Result<RunningFaces> {
         let needs_broker = has(plan, Protocol::MqttJson) || has(plan, Protocol::SparkplugB);
-        let credentials = Credentials::generate(plan, setup.devices_per_node)?;
+        let lean = setup.lean && has(plan, Protocol::MqttJson);
+        if lean && plan.protocols().any(|p| p != Protocol::MqttJson) {
+            anyhow::bail!("lean MQTT clients are for fleets of MQTT JSON devices only");
+        }
+        let credentials = if lean {
+            Credentials::generate_lean(plan)?
+        } else {
+            Credentials::generate(plan, setup.devices_per_node)?
+        };
         std::fs::create_dir_all(&setup.out).map_err(|e| SimError::Io {
             path: setup.out.clone(),
             source: e,
         })?;
+        // A lean fleet's own broker starts once the gateway configs its
+        // ingress shards run are written.
+        let own_ingress = lean && setup.broker.is_none();
         let (broker_addr, broker) = match (&setup.broker, needs_broker) {
             (_, false) => (None, None),
             (Some(addr), true) => (Some(addr.clone()), None),
+            (None, true) if own_ingress => {
+                let at = setup.ingress_listen;
+                let addr = format!("mqtt://{at}").parse::<BrokerAddr>()?;
+                (Some(addr), None)
+            }
             (None, true) => {
                 let config = fleet_broker::broker_config(plan, &credentials, setup.broker_listen)?;
-                fleet_broker::write_config(&config, &setup.out)?;
-                let broker = FleetBroker::start(&config).await?;
+                let written = fleet_broker::write_config(&config, &setup.out)?;
+                let broker = FleetBroker::start(&config, &written).await?;
                 (Some(broker.url().parse::<BrokerAddr>()?), Some(broker))
             }
         };
+        let gateway_embedded = setup.gateway_embedded || own_ingress;
         let mqtt_face = |addr: &BrokerAddr| MqttFiles {
             broker: addr.clone(),
             credentials: credentials.clone(),
             gateway_login: setup.gateway_login.clone(),
-            gateway_embedded: setup.gateway_embedded,
+            gateway_embedded,
         };
         let sparkplug_face = |addr: &BrokerAddr| {
             let mut face = SparkplugFiles::new(
@@ -180,8 +214,22 @@ impl RunningFaces {
             modbus: None,
             opcua: None,
             mqtt: None,
+            lean: None,
+            ingress_shards: 0,
             sparkplug: None,
         };
+        if own_ingress {
+            let config = fleet_broker::lean_broker_config(
+                plan,
+                &credentials,
+                setup.broker_listen,
+                setup.ingress_listen,
+                running.files.gateways.clone(),
+            )?;
+            let written = fleet_broker::write_config(&config, &setup.out)?;
+            running.ingress_shards = config.ingress.as_ref().map_or(0, |i| i.shards);
+            running.broker = Some(FleetBroker::start(&config, &written).await?);
+        }
         if has(plan, Protocol::ModbusTcp) {
             match RunningFleet::start(plan, setup.modbus.clone()).await {
                 Ok(fleet) => running.modbus = Some(fleet),
@@ -202,7 +250,16 @@ impl RunningFaces {
         }
         if let Some(addr) = &broker_addr {
             let interval = plan.spec().interval;
-            if has(plan, Protocol::MqttJson) {
+            if lean {
+                let started = start_lean(plan, addr, &credentials, &setup).await;
+                match started {
+                    Ok(fleet) => running.lean = Some(fleet),
+                    Err(e) => {
+                        running.stop().await;
+                        return Err(e);
+                    }
+                }
+            } else if has(plan, Protocol::MqttJson) {
                 running.mqtt = Some(MqttFleet::start(
                     plan,
                     MqttFleetOptions {
@@ -267,6 +324,19 @@ impl RunningFaces {
                 m.devices()
             ));
         }
+        if let Some(l) = &self.lean {
+            let via = match self.ingress_shards {
+                0 => format!("at {broker}"),
+                n => format!(
+                    "through the lean ingress at {broker} ({n} shard process(es), which run the gateway configs)"
+                ),
+            };
+            lines.push(format!(
+                "mqtt-json: {} lean devices in {} process(es), each its own connection from its own 127.x.y.z address, {via}",
+                l.devices(),
+                l.processes()
+            ));
+        }
         if let Some(s) = &self.sparkplug {
             lines.push(format!(
                 "sparkplug-b: {} devices on {} edge nodes at {broker}",
@@ -279,9 +349,21 @@ impl RunningFaces {
 
     /// Completes when a face fails for good (a Modbus shard exits).
     pub(crate) async fn failed(&mut self) -> anyhow::Error {
-        match &mut self.modbus {
-            Some(m) => m.failed().await.into(),
-            None => std::future::pending().await,
+        let modbus = async {
+            match &mut self.modbus {
+                Some(m) => m.failed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let lean = async {
+            match &mut self.lean {
+                Some(l) => l.failed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            e = modbus => e.into(),
+            e = lean => e.into(),
         }
     }
 
@@ -289,6 +371,9 @@ impl RunningFaces {
     pub(crate) async fn stop(self) {
         if let Some(m) = self.mqtt {
             m.stop().await;
+        }
+        if let Some(l) = self.lean {
+            l.stop().await;
         }
         if let Some(s) = self.sparkplug {
             s.stop().await;
@@ -307,4 +392,36 @@ impl RunningFaces {
             tracing::warn!(error = %e, "the fleet's broker");
         }
     }
+}
+
+/// Starts the lean devices of `plan` against `broker`, in shards of this
+/// binary (`sim mqtt-shard`) past [`LEAN_SHARD_SIZE`].
+async fn start_lean(
+    plan: &FleetPlan,
+    broker: &BrokerAddr,
+    credentials: &Credentials,
+    setup: &FleetSetup,
+) -> anyhow::Result<LeanRun> {
+    let brokers: Vec<SocketAddr> = tokio::net::lookup_host((broker.host.as_str(), broker.port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resolve the broker {broker}: {e}"))?
+        .filter(SocketAddr::is_ipv4)
+        .take(1)
+        .collect();
+    if brokers.is_empty() {
+        anyhow::bail!(
+            "the broker {broker} has no IPv4 address (lean devices connect from 127.x.y.z)"
+        );
+    }
+    let options = LeanRunOptions {
+        lean: LeanOptions {
+            brokers,
+            logins: credentials.fleet_logins(),
+            interval: plan.spec().interval,
+        },
+        credentials_file: setup.out.join("mqtt-credentials.csv"),
+        shard_size: setup.lean_shard_size,
+        shard_command: Some(ShardCommand::current_exe(["sim", "mqtt-shard"])?),
+    };
+    Ok(LeanRun::start(plan, options).await?)
 }

@@ -91,6 +91,7 @@ fn main() -> ExitCode {
     logging::init();
     let mut builder = match &cli.command {
         Command::Broker(args) if args.is_shard() => tokio::runtime::Builder::new_current_thread(),
+        Command::Sim(args) if args.is_lean_shard() => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {

@@ -37,7 +37,13 @@ enum SimProtocol {
     /// and status topics, Last Will, JSON telemetry) at --broker or at a
     /// `fieldlink broker` of the simulator's own; writes the three files and
     /// DIR/mqtt-credentials.csv (and DIR/broker.toml), then runs until Ctrl-C.
+    /// Past 10 000 devices the clients are lean (see --client): a million
+    /// devices run in shard processes of 18 000 connections, through the
+    /// broker's lean ingress.
     Mqtt(MqttArgs),
+    /// Runs one shard of a lean MQTT fleet (started by `sim mqtt`).
+    #[command(hide = true)]
+    MqttShard(fieldlink_sim::mqtt::lean_run::LeanShardArgs),
     /// Simulated Sparkplug B 3.0 edge nodes with devices (births, data,
     /// NDEATH will with bdSeq, rebirth on NCMD) at --broker or at a
     /// `fieldlink broker` of the simulator's own; writes the three files and
@@ -179,6 +185,53 @@ struct MqttArgs {
     common: CommonArgs,
     #[command(flatten)]
     broker: BrokerFlags,
+    #[command(flatten)]
+    lean: LeanFlags,
+}
+
+/// Which MQTT client the devices are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientKind {
+    /// `lean` past 10 000 devices, else `full`.
+    Auto,
+    /// rumqttc, one login per device (mqtt-credentials.csv), faults and
+    /// growth controls; tens of KB per device.
+    Full,
+    /// The simulator's own MQTT 3.1.1 client, about a kilobyte per device:
+    /// one login per tenant (`sim-fleet-<tenant>`, client id = device id),
+    /// shard processes of 18 000 devices; without --broker the fleet's
+    /// broker brings its lean ingress (--ingress-listen), whose shards run
+    /// the gateway configs.
+    Lean,
+}
+
+/// Devices from which `auto` picks lean clients.
+const LEAN_ABOVE: u32 = 10_000;
+
+/// Flags of the lean MQTT fleet.
+#[derive(Debug, clap::Args)]
+struct LeanFlags {
+    /// Which MQTT client the devices are.
+    #[arg(long, value_enum, default_value_t = ClientKind::Auto)]
+    client: ClientKind,
+    /// Where the fleet's own lean ingress listens (lean clients, without
+    /// --broker); --broker-listen is then the broker's own listener.
+    #[arg(long, default_value = "127.0.0.1:1884", conflicts_with = "broker")]
+    ingress_listen: SocketAddr,
+    /// Most lean devices per process (for tests; a process may open 20 000
+    /// files).
+    #[arg(long, hide = true, default_value_t = fieldlink_sim::mqtt::lean_run::LEAN_SHARD_SIZE)]
+    lean_shard_size: u32,
+}
+
+impl LeanFlags {
+    fn is_lean(&self, devices: u32) -> bool {
+        match self.client {
+            ClientKind::Auto => devices > LEAN_ABOVE,
+            ClientKind::Full => false,
+            ClientKind::Lean => true,
+        }
+    }
 }
 
 /// Flags of `fieldlink sim sparkplug`.
@@ -220,6 +273,14 @@ struct MixedArgs {
     sparkplug: SparkplugFlags,
 }
 
+impl SimArgs {
+    /// Whether this is a lean MQTT fleet shard: one thread each (many
+    /// shards share the cores).
+    pub(crate) fn is_lean_shard(&self) -> bool {
+        matches!(self.protocol, SimProtocol::MqttShard(_))
+    }
+}
+
 pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.protocol {
         SimProtocol::ModbusShard(args) => {
@@ -242,10 +303,15 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
             };
             serve(&a.common, protocols, faces).await
         }
+        SimProtocol::MqttShard(args) => {
+            fieldlink_sim::mqtt::lean_run::run_lean_shard(&args, crate::shutdown_signal()).await?;
+            Ok(())
+        }
         SimProtocol::Mqtt(a) => {
             let protocols = ProtocolMix::only(Protocol::MqttJson);
             let faces = Flags {
                 broker: Some(&a.broker),
+                lean: Some(&a.lean),
                 ..Flags::default()
             };
             serve(&a.common, protocols, faces).await
@@ -265,6 +331,7 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
                 opcua: Some(&a.opcua),
                 broker: Some(&a.broker),
                 sparkplug: Some(&a.sparkplug),
+                lean: None,
             };
             serve(&a.common, a.protocols.clone(), faces).await
         }
@@ -278,6 +345,7 @@ struct Flags<'a> {
     opcua: Option<&'a OpcUaFlags>,
     broker: Option<&'a BrokerFlags>,
     sparkplug: Option<&'a SparkplugFlags>,
+    lean: Option<&'a LeanFlags>,
 }
 
 /// Plans the fleet, writes its files, serves it until Ctrl-C (or a face
@@ -292,6 +360,7 @@ async fn serve(
         opcua,
         broker,
         sparkplug,
+        lean,
     } = faces;
     let plan = FleetPlan::new(FleetSpec {
         devices: common.devices,
@@ -317,6 +386,11 @@ async fn serve(
     }
     if let Some(s) = sparkplug {
         setup.devices_per_node = s.devices_per_node;
+    }
+    if let Some(l) = lean {
+        setup.lean = l.is_lean(common.devices);
+        setup.ingress_listen = l.ingress_listen;
+        setup.lean_shard_size = l.lean_shard_size;
     }
     if let Some(o) = opcua {
         setup.opcua = o.options(&common.out)?;

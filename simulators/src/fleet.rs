@@ -216,12 +216,13 @@ impl Default for RunOptions {
     }
 }
 
-struct Shard {
-    range: Range<u32>,
-    pid: Option<u32>,
+/// A shard process of a fleet (Modbus or lean MQTT).
+pub(crate) struct Shard {
+    pub(crate) range: Range<u32>,
+    pub(crate) pid: Option<u32>,
     stdin: Option<ChildStdin>,
     /// Kept open after `ready` so a late write does not fail the shard.
-    stdout: Option<ChildStdout>,
+    pub(crate) stdout: Option<ChildStdout>,
     kill: Option<oneshot::Sender<()>>,
     done: JoinHandle<std::io::Result<ExitStatus>>,
 }
@@ -302,7 +303,13 @@ impl RunningFleet {
                 to,
                 watch_stdin: true,
             };
-            match spawn_shard(&command, &args, shards.len(), exit_tx.clone()) {
+            match spawn_shard(
+                &command,
+                args.to_args(),
+                from..to,
+                shards.len(),
+                exit_tx.clone(),
+            ) {
                 Ok((shard, stdout)) => {
                     shards.push(shard);
                     pending.push(stdout);
@@ -399,20 +406,24 @@ impl RunningFleet {
     }
 }
 
-fn spawn_shard(
+/// Starts `command` with `argv` for the devices `range`; its exit is sent
+/// on `exit_tx` with `slot`. The shard's stdout is returned apart, for
+/// [`wait_ready`].
+pub(crate) fn spawn_shard(
     command: &ShardCommand,
-    args: &ShardArgs,
+    argv: Vec<String>,
+    range: Range<u32>,
     slot: usize,
     exit_tx: mpsc::UnboundedSender<(usize, String)>,
 ) -> Result<(Shard, ChildStdout), SimError> {
     let shard_err = |message: String| SimError::Shard {
-        from: args.from,
-        to: args.to,
+        from: range.start,
+        to: range.end,
         message,
     };
     let mut cmd = Command::new(&command.program);
     cmd.args(&command.args)
-        .args(args.to_args())
+        .args(argv)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -448,7 +459,7 @@ fn spawn_shard(
     });
     Ok((
         Shard {
-            range: args.from..args.to,
+            range,
             pid,
             stdin,
             stdout: None,
@@ -459,7 +470,11 @@ fn spawn_shard(
     ))
 }
 
-async fn wait_ready(stdout: ChildStdout, range: &Range<u32>) -> Result<ChildStdout, SimError> {
+/// Waits for the shard's `ready FROM TO` line; its stdout after it.
+pub(crate) async fn wait_ready(
+    stdout: ChildStdout,
+    range: &Range<u32>,
+) -> Result<ChildStdout, SimError> {
     let err = |message: String| SimError::Shard {
         from: range.start,
         to: range.end,
@@ -489,7 +504,9 @@ async fn wait_ready(stdout: ChildStdout, range: &Range<u32>) -> Result<ChildStdo
     }
 }
 
-async fn stop_shards(mut shards: Vec<Shard>) {
+/// Closes every shard's stdin, waits [`SHARD_STOP_TIMEOUT`] for each and
+/// kills those still running.
+pub(crate) async fn stop_shards(mut shards: Vec<Shard>) {
     for s in &mut shards {
         s.stdin = None;
     }

@@ -268,6 +268,13 @@ impl TenantSpec {
     }
 }
 
+/// `name:cloud:weight`, as `--tenants` parses it (the token is not shown).
+impl fmt::Display for TenantSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.name, self.cloud.code(), self.weight)
+    }
+}
+
 impl FromStr for TenantSpec {
     type Err = SimError;
 

@@ -369,3 +369,127 @@ async fn an_opcua_fleet_counts_equal_its_manifest_by_class_and_cloud() {
     drop(gateways);
     drop(sim);
 }
+
+/// Process ids of `pid`'s children (started by any of its threads).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// `fieldlink sim mqtt --client lean` on its own broker: lean devices in
+/// two shard processes, each from its own 127.x.y.z address, through the
+/// broker's lean ingress, whose shard runs the gateway configs; the
+/// registry counts every device as the manifest says, and no process
+/// outlives the simulator.
+#[tokio::test]
+async fn a_lean_mqtt_fleet_through_the_ingress_counts_equal_the_manifest() {
+    use std::io::{BufRead, BufReader};
+
+    const DEVICES: u32 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fleet");
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+        .args(["sim", "mqtt", "--client", "lean", "--lean-shard-size", "20"])
+        .args(["--devices", &DEVICES.to_string(), "--interval", "300ms"])
+        .arg("--out")
+        .arg(&out)
+        .args(["--broker-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--ingress-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--registry", &format!("http://{grpc}")])
+        .env("FIELDLINK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let sim_pid = child.id();
+    let sim = Sim(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut said = Vec::new();
+    loop {
+        let line = lines.next().expect("the simulator runs").unwrap();
+        said.push(line.clone());
+        if line.starts_with("fleet:") {
+            break;
+        }
+    }
+    let said = said.join("\n");
+    assert!(
+        said.contains("40 lean devices in 2 process(es)") && said.contains("1 shard process(es)"),
+        "{said}"
+    );
+    // One login per tenant, not one per device.
+    let credentials = std::fs::read_to_string(out.join("mqtt-credentials.csv")).unwrap();
+    assert_eq!(credentials.matches(",fleet").count(), 2, "{credentials}");
+    assert!(
+        std::fs::read_to_string(out.join("broker.toml"))
+            .unwrap()
+            .contains("[ingress]")
+    );
+
+    let config = dir.path().join("registry.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\n", dir.path().join("registry").display()),
+    )
+    .unwrap();
+    let mut registry = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+        .args(["registry", "--config"])
+        .arg(&config)
+        .arg("--tenants")
+        .arg(out.join("tenants.toml"))
+        .args(["--grpc", &grpc, "--http", "127.0.0.1:0"])
+        .env("FIELDLINK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(registry.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let http = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .expect("http address in the registry's listening line")
+        .trim_end_matches('/')
+        .to_owned();
+    let registry = RegistryProcess {
+        child: registry,
+        grpc: format!("http://{grpc}"),
+        http,
+    };
+    assert_counts_equal_manifest(
+        &registry,
+        &out.join("manifest.csv"),
+        u64::from(DEVICES),
+        &["mqtt-json"],
+    )
+    .await;
+
+    // Two fleet shards and one ingress shard (under the simulator).
+    let kids = children(sim_pid);
+    assert_eq!(kids.len(), 3, "children of the simulator: {kids:?}");
+    drop(sim);
+    for pid in kids {
+        eventually(
+            "the simulator's shard processes exit with it",
+            || async move {
+                !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .is_ok_and(|s| s.contains(") Z "))
+            },
+        )
+        .await;
+    }
+}

@@ -161,6 +161,7 @@ impl BrokerProcess {
                 access: match c.role {
                     Role::Gateway => Access::Service,
                     Role::Device | Role::EdgeNode => Access::Device,
+                    Role::Fleet => Access::Fleet(c.tenant.clone()),
                 },
             })
             .collect();

@@ -119,7 +119,7 @@ pub(crate) struct User {
 }
 
 /// A user's ACL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Access {
     /// `{tenant}/{user name}/#` only.
     Device,
@@ -127,6 +127,10 @@ pub(crate) enum Access {
     Service,
     /// `$SYS/#`, read only.
     Observer,
+    /// The login a lean fleet's devices of this tenant share: the tenant's
+    /// topics (mosquitto's patterns are for every user, so the fieldlink
+    /// broker's `%t/%c/#` for just these users is written as the tenant).
+    Fleet(String),
 }
 
 /// Writes the password file (hashed by `mosquitto_passwd`), the ACL file
@@ -189,7 +193,7 @@ fn acl_text(tenant: &str, users: &[User]) -> String {
          pattern readwrite {tenant}/%u/#\n"
     );
     for u in users {
-        match u.access {
+        match &u.access {
             Access::Device => {}
             Access::Service => {
                 text.push_str(&format!(
@@ -199,6 +203,9 @@ fn acl_text(tenant: &str, users: &[User]) -> String {
             }
             Access::Observer => {
                 text.push_str(&format!("user {}\ntopic read $SYS/#\n", u.username));
+            }
+            Access::Fleet(of) => {
+                text.push_str(&format!("user {}\ntopic readwrite {of}/#\n", u.username));
             }
         }
     }

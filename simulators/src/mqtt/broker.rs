@@ -56,6 +56,9 @@ pub enum Role {
     EdgeNode,
     /// A gateway's own client: user name = gateway id.
     Gateway,
+    /// The one login all of a tenant's lean-fleet devices share (user name
+    /// [`fleet_user`]; the broker lets its client ids differ from it).
+    Fleet,
 }
 
 impl Role {
@@ -65,8 +68,20 @@ impl Role {
             Role::Device => "device",
             Role::EdgeNode => "edge-node",
             Role::Gateway => "gateway",
+            Role::Fleet => "fleet",
         }
     }
+
+    fn from_code(code: &str) -> Option<Role> {
+        [Role::Device, Role::EdgeNode, Role::Gateway, Role::Fleet]
+            .into_iter()
+            .find(|r| r.code() == code)
+    }
+}
+
+/// User name of tenant `tenant`'s fleet login.
+pub fn fleet_user(tenant: &str) -> String {
+    format!("sim-fleet-{tenant}")
 }
 
 /// One broker user.
@@ -127,15 +142,91 @@ impl Credentials {
         Ok(c)
     }
 
+    /// Random passwords for a lean fleet: one [`Role::Fleet`] login per
+    /// tenant with MQTT JSON devices (shared by all of them) and each
+    /// tenant's gateway. A million devices need two users, not a million.
+    ///
+    /// # Errors
+    /// [`SimError::Random`].
+    pub fn generate_lean(plan: &FleetPlan) -> Result<Credentials, SimError> {
+        let mut c = Credentials::default();
+        for (i, t) in plan.tenants().iter().enumerate() {
+            let has_devices = plan
+                .devices()
+                .any(|d| d.tenant == i && d.protocol == Protocol::MqttJson);
+            if has_devices {
+                c.push(fleet_user(&t.name), t.name.clone(), Role::Fleet)?;
+            }
+        }
+        for t in plan.tenants() {
+            c.push(gateway_id(&t.name), t.name.clone(), Role::Gateway)?;
+        }
+        Ok(c)
+    }
+
     fn push(&mut self, username: String, tenant: String, role: Role) -> Result<(), SimError> {
-        self.by_user.insert(username.clone(), self.list.len());
-        self.list.push(Credential {
+        self.insert(Credential {
             username,
             password: password()?,
             tenant,
             role,
         });
         Ok(())
+    }
+
+    fn insert(&mut self, credential: Credential) {
+        self.by_user
+            .insert(credential.username.clone(), self.list.len());
+        self.list.push(credential);
+    }
+
+    /// The fleet logins ([`Role::Fleet`]), by tenant name.
+    pub fn fleet_logins(&self) -> HashMap<String, super::lean::FleetLogin> {
+        self.list
+            .iter()
+            .filter(|c| c.role == Role::Fleet)
+            .map(|c| {
+                let login = super::lean::FleetLogin {
+                    username: c.username.clone(),
+                    password: c.password.clone(),
+                };
+                (c.tenant.clone(), login)
+            })
+            .collect()
+    }
+
+    /// Reads a `mqtt-credentials.csv` that [`Credentials::write`] wrote.
+    ///
+    /// # Errors
+    /// [`SimError::Io`] when it cannot be read, [`SimError::Spec`] naming
+    /// the line that is not `username,password,tenant,role`.
+    pub fn read(path: &Path) -> Result<Credentials, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path, e))?;
+        let mut c = Credentials::default();
+        for (n, line) in text.lines().enumerate().skip(1) {
+            let bad = || {
+                SimError::spec(
+                    "credentials",
+                    format!(
+                        "{} line {}: not username,password,tenant,role",
+                        path.display(),
+                        n + 1
+                    ),
+                )
+            };
+            let fields: Vec<&str> = line.split(',').collect();
+            let [username, password, tenant, role] = fields[..] else {
+                return Err(bad());
+            };
+            let role = Role::from_code(role).ok_or_else(bad)?;
+            c.insert(Credential {
+                username: username.to_owned(),
+                password: password.to_owned(),
+                tenant: tenant.to_owned(),
+                role,
+            });
+        }
+        Ok(c)
     }
 
     /// The password of `username`.
@@ -180,6 +271,29 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lean_credentials_are_one_login_per_tenant_and_read_back() {
+        let plan = FleetPlan::new(crate::FleetSpec {
+            devices: 30,
+            protocols: crate::ProtocolMix::only(Protocol::MqttJson),
+            ..crate::FleetSpec::default()
+        })
+        .unwrap();
+        let c = Credentials::generate_lean(&plan).unwrap();
+        let logins = c.fleet_logins();
+        assert_eq!(logins.len(), plan.tenants().len());
+        for t in plan.tenants() {
+            assert_eq!(logins[&t.name].username, fleet_user(&t.name));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = c.write(dir.path()).unwrap();
+        let back = Credentials::read(&path).unwrap();
+        assert_eq!(back.all(), c.all());
+        std::fs::write(&path, "username,password,tenant,role\na,b,c,wizard\n").unwrap();
+        let err = Credentials::read(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
 
     #[test]
     fn broker_addresses_parse() {

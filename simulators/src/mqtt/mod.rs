@@ -19,6 +19,8 @@
 mod broker;
 mod driven;
 mod json;
+pub mod lean;
+pub mod lean_run;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -28,7 +30,7 @@ use fieldlink_model::Protocol;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::task::JoinSet;
 
-pub use broker::{BrokerAddr, Credential, Credentials, Role, gateway_id};
+pub use broker::{BrokerAddr, Credential, Credentials, Role, fleet_user, gateway_id};
 pub use json::{EXTRA_FIELD, meta_json, telemetry_json};
 
 pub(crate) use driven::Driven;
