@@ -41,8 +41,25 @@ pub(super) async fn probe(devices: &[&Device], probes: &Probes) -> Vec<Outcome> 
             Err(why) => outcomes[i] = Err(why),
         }
     }
+    if servers.is_empty() {
+        return outcomes;
+    }
+    // One client (and key pair, in a PKI directory of the run's own) for
+    // every server.
+    let client = match Client::new(probes.timeout).await {
+        Ok(c) => c,
+        Err(why) => {
+            for rows in servers.values() {
+                for (i, _) in rows {
+                    outcomes[*i] = Err(why.clone());
+                }
+            }
+            return outcomes;
+        }
+    };
+    let client = &client;
     let results = futures::stream::iter(servers.into_iter().map(|(url, rows)| async move {
-        let found = read_server(&url, &rows, devices, probes).await;
+        let found = read_server(client, &url, &rows, devices, probes).await;
         (rows, found)
     }))
     .buffer_unordered(SESSIONS_AT_ONCE)
@@ -91,24 +108,52 @@ fn property(object: &NodeId, name: &str) -> Option<NodeId> {
     }
 }
 
+/// The gateway's OPC UA client, with a key pair of its own in a
+/// temporary PKI directory (removed when it is dropped).
+struct Client {
+    client: opcua::client::Client,
+    section: OpcUaSection,
+    _pki: tempfile::TempDir,
+}
+
+impl Client {
+    async fn new(timeout: Duration) -> Result<Client, String> {
+        let pki = tempfile::tempdir().map_err(|e| format!("no temporary PKI directory: {e}"))?;
+        let section = OpcUaSection {
+            pki_dir: pki.path().to_owned(),
+            request_timeout: timeout,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(1),
+            application_name: "Fieldlink bench verify".to_owned(),
+            ..OpcUaSection::default()
+        };
+        let client = {
+            let section = section.clone();
+            // Key generation is CPU work: off the async threads.
+            tokio::task::spawn_blocking(move || session::build_client(&section, true))
+                .await
+                .map_err(|e| format!("OPC UA client: {e}"))?
+                .map_err(|e| format!("OPC UA client: {e}"))?
+        };
+        Ok(Client {
+            client,
+            section,
+            _pki: pki,
+        })
+    }
+}
+
 /// One session on `url`: the properties of every object of `rows`, each
 /// compared with its device. `Err` when the server cannot be asked.
 async fn read_server(
+    client: &Client,
     url: &str,
     rows: &[(usize, String)],
     devices: &[&Device],
     probes: &Probes,
 ) -> Result<Vec<Outcome>, String> {
     let timeout = probes.timeout;
-    let pki = tempfile::tempdir().map_err(|e| format!("no temporary PKI directory: {e}"))?;
-    let section = OpcUaSection {
-        pki_dir: pki.path().to_owned(),
-        request_timeout: timeout,
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_secs(1),
-        application_name: "Fieldlink bench verify".to_owned(),
-        ..OpcUaSection::default()
-    };
+    let section = &client.section;
     let mut server = serde_json::json!({ "endpoint": url });
     if let Some((user, password)) = &probes.opcua_login {
         server["username"] = user.as_str().into();
@@ -116,14 +161,7 @@ async fn read_server(
     }
     let server: ServerConfig =
         serde_json::from_value(server).map_err(|e| format!("server config: {e}"))?;
-    let client = {
-        let section = section.clone();
-        tokio::task::spawn_blocking(move || session::build_client(&section, false))
-            .await
-            .map_err(|e| format!("OPC UA client: {e}"))?
-            .map_err(|e| format!("OPC UA client: {e}"))?
-    };
-    let mut connected = session::connect(&client, &server, &section)
+    let mut connected = session::connect(&client.client, &server, section)
         .await
         .map_err(|why| format!("cannot connect to {url}: {why}"))?;
     let up = tokio::time::timeout(timeout * 2, async {
