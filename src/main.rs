@@ -78,8 +78,9 @@ enum BenchCommand {
     /// end to end, CPU per 1 000 messages, latency, and the ratios.
     Mqtt(fieldlink_bench::mqtt::MqttArgs),
     /// Reconcile a registry with a fleet's manifest.csv: registered, online and reporting
-    /// counts per class, category, protocol and cloud, and the device list id by id; fails
-    /// on any difference and prints it.
+    /// counts per class, category, protocol and cloud, and the device list id by id; then
+    /// asks an audit sample of devices through their own protocol (Modbus, OPC UA, MQTT,
+    /// Sparkplug); fails on any difference and prints it.
     Verify(fieldlink_bench::verify::VerifyArgs),
 }
 

@@ -12,9 +12,12 @@
 //! again until the registry agrees or the time is up (counts settle a
 //! moment after a fleet comes up).
 //!
-//! Then an audit sample ([`audit`]): `--audit N` manifest devices asked
-//! through their own protocol, which proves they exist (Modbus TCP so
-//! far; devices of other protocols in the sample are counted as skipped).
+//! Then an audit sample ([`audit`]): `--audit N` manifest devices,
+//! stratified by protocol, asked through their own protocol, which proves
+//! they exist: Modbus TCP's identification block, an OPC UA object's
+//! identity properties, an MQTT JSON device's retained status and meta, a
+//! Sparkplug device's births and data (or, with `--mqtt-api`, the lean
+//! ingress shards' client lookup).
 
 mod audit;
 mod diff;
@@ -42,10 +45,45 @@ pub struct VerifyArgs {
     /// Read again until the registry agrees, for at most this long.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
-    /// Manifest devices, spread over the file, asked through their own
-    /// protocol (0: none).
+    /// Manifest devices asked through their own protocol (0: none):
+    /// stratified by protocol (at least one of each protocol of the
+    /// manifest, the rest in proportion), spread over the file.
     #[arg(long, default_value_t = 20)]
     pub audit: usize,
+    /// How long a sampled device, OPC UA server or broker may take to
+    /// answer. Sparkplug devices keep nothing retained: they must publish
+    /// (DBIRTH or DDATA) within this time, so make it longer than the
+    /// fleet's data interval.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub probe_timeout: Duration,
+    /// User name at the brokers of MQTT JSON and Sparkplug devices (with
+    /// --mqtt-password), for every tenant. Without it, each tenant's
+    /// gateway login from --mqtt-credentials is used (a gateway may read
+    /// its whole tenant), else none (anonymous).
+    #[arg(long, requires = "mqtt_password")]
+    pub mqtt_user: Option<String>,
+    /// Password of --mqtt-user.
+    #[arg(long, requires = "mqtt_user")]
+    pub mqtt_password: Option<String>,
+    /// The fleet's broker users (`username,password,tenant,role`, as
+    /// `fieldlink sim mqtt|sparkplug` writes them); default:
+    /// `mqtt-credentials.csv` beside the manifest, when there is one.
+    #[arg(long)]
+    pub mqtt_credentials: Option<PathBuf>,
+    /// The HTTP API of a lean ingress shard (its metrics address, e.g.
+    /// http://127.0.0.1:9101), once per shard. When given, an MQTT device
+    /// is confirmed by `GET /clients/<tenant>/<client id>` saying it is
+    /// connected on one of them (the ingress keeps no retained status);
+    /// else at the broker its endpoint names.
+    #[arg(long = "mqtt-api", value_name = "URL")]
+    pub mqtt_api: Vec<String>,
+    /// User name at the OPC UA servers (with --opcua-password); anonymous
+    /// without. Security mode None either way.
+    #[arg(long, requires = "opcua_password")]
+    pub opcua_user: Option<String>,
+    /// Password of --opcua-user.
+    #[arg(long, requires = "opcua_user")]
+    pub opcua_password: Option<String>,
 }
 
 /// Devices asked for per page of the device list.
@@ -61,6 +99,7 @@ const RETRY: Duration = Duration::from_millis(500);
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let manifest = manifest::read(&args.manifest)?;
     let api = Api::new(&args.registry)?;
+    let probes = probes(&args)?;
     let deadline = Instant::now() + args.wait;
     loop {
         let (day, differences) = reconcile(&api, &manifest).await?;
@@ -71,7 +110,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
                 args.manifest.display(),
                 manifest.len()
             );
-            return audit_sample(&manifest, args.audit, &args.manifest).await;
+            return audit_sample(&manifest, args.audit, &args.manifest, &probes).await;
         }
         if Instant::now() >= deadline {
             print!("{}", differences.describe());
@@ -85,16 +124,56 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Asks `size` manifest devices themselves; fails when one answers
+/// How the audit reaches the devices, from the flags.
+fn probes(args: &VerifyArgs) -> anyhow::Result<audit::Probes> {
+    let credentials = match &args.mqtt_credentials {
+        Some(path) => audit::read_mqtt_credentials(path)?,
+        None => match audit::credentials_beside(&args.manifest) {
+            Some(path) => audit::read_mqtt_credentials(&path)?,
+            None => Default::default(),
+        },
+    };
+    let mut mqtt_api = Vec::with_capacity(args.mqtt_api.len());
+    for url in &args.mqtt_api {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--mqtt-api must be an http:// or https:// URL, got `{url}`");
+        }
+        mqtt_api.push(if url.ends_with('/') {
+            url.clone()
+        } else {
+            format!("{url}/")
+        });
+    }
+    let pair = |u: &Option<String>, p: &Option<String>| u.clone().zip(p.clone());
+    Ok(audit::Probes {
+        timeout: args.probe_timeout,
+        mqtt_login: pair(&args.mqtt_user, &args.mqtt_password),
+        mqtt_credentials: credentials,
+        mqtt_api,
+        opcua_login: pair(&args.opcua_user, &args.opcua_password),
+    })
+}
+
+/// Asks about `size` manifest devices themselves; fails when one answers
 /// otherwise than the manifest says.
-async fn audit_sample(manifest: &[Device], size: usize, path: &Path) -> anyhow::Result<()> {
+async fn audit_sample(
+    manifest: &[Device],
+    size: usize,
+    path: &Path,
+    probes: &audit::Probes,
+) -> anyhow::Result<()> {
     let sample = audit::sample(manifest, size);
-    let audit = audit::run(&sample).await;
+    let audit = audit::run(&sample, probes).await;
     println!(
-        "audit: {} of {} sampled devices answered through their own protocol as the manifest says; {} skipped (no probe for their protocol yet)",
+        "audit: {} of {} sampled devices answered through their own protocol as the manifest says; {} skipped (no probe for their protocol){}",
         audit.confirmed.len(),
         sample.len(),
-        audit.skipped
+        audit.skipped,
+        if audit.by_protocol.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", audit.breakdown())
+        }
     );
     if audit.failed.is_empty() {
         return Ok(());
@@ -261,7 +340,7 @@ fn listed_device(row: &Value) -> anyhow::Result<(Device, bool)> {
 
 /// A query value, percent-encoded (device ids are letters, digits, `-`,
 /// `_`, `.`, `:`; anything else is encoded).
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

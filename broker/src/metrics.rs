@@ -245,7 +245,17 @@ pub(crate) fn serve(
     metrics: std::sync::Arc<Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let app = axum::Router::new()
+    serve_with(listener, metrics, axum::Router::new(), stop)
+}
+
+/// [`serve`], with the routes of `extra` beside `/metrics` and `/healthz`.
+pub(crate) fn serve_with(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    extra: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let app = extra
         .route(
             "/metrics",
             axum::routing::get(move || async move { metrics.render() }),

@@ -2,7 +2,8 @@
 //! bytes: connect and publish at every QoS in 3.1.1 and 5, shared tenant
 //! credentials with per-client-id ACLs, refusals with their codes, wills on
 //! lost connections and keep-alive timeouts, takeover order, and hostile
-//! input that closes only its own connection.
+//! input that closes only its own connection; the client lookup of the
+//! shard's metrics server.
 
 use std::time::Duration;
 
@@ -35,6 +36,14 @@ impl TestIngress {
     }
 
     async fn start_on(limits: &str, listener: tokio::net::TcpListener) -> TestIngress {
+        Self::start_full(limits, listener, None).await
+    }
+
+    async fn start_full(
+        limits: &str,
+        listener: tokio::net::TcpListener,
+        metrics: Option<tokio::net::TcpListener>,
+    ) -> TestIngress {
         let mut text = format!(
             "{limits}\n[[tenants]]\nname = \"acme\"\ndevice.publish = [\"%t/%c/#\"]\n[[tenants]]\nname = \"plant\"\n"
         );
@@ -60,7 +69,7 @@ impl TestIngress {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             ingress
-                .run(listener, None, async {
+                .run(listener, metrics, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -440,4 +449,81 @@ async fn two_shards_on_one_port_each_count_their_own_clients() {
     drop(clients);
     a.stop().await;
     b.stop().await;
+}
+
+/// `GET path` on `addr` over HTTP/1.1: (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut text))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_server_looks_clients_up_in_the_session_table() {
+    let listener = shard::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = metrics.local_addr().unwrap();
+    let ingress = TestIngress::start_full("", listener, Some(metrics)).await;
+    let mut link = ingress.link("acme");
+    let mut c = raw(ingress.addr).await;
+    let before = fieldlink_model::now_unix_nanos() / 1_000_000;
+    assert_eq!(c.connect(&fleet_device("dev-look", false)).await, 0);
+    let _ = next_event(&mut link).await;
+
+    let (status, body) = http_get(api, "/clients/acme/dev-look").await;
+    assert_eq!(status, 200, "{body}");
+    let local = c.stream.local_addr().unwrap();
+    assert!(
+        body.starts_with(&format!(
+            "{{\"connected\":true,\"peer\":\"{local}\",\"connected_at_ms\":"
+        )),
+        "{body}"
+    );
+    let at: i64 = body
+        .rsplit(':')
+        .next()
+        .and_then(|t| t.trim_end_matches('}').parse().ok())
+        .unwrap_or_else(|| panic!("no connected_at_ms: {body}"));
+    assert!(at >= before, "connected at {at}, before {before}");
+
+    // Another client id, another tenant: not here.
+    for path in ["/clients/acme/dev-other", "/clients/plant/dev-look"] {
+        let (status, body) = http_get(api, path).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (404, r#"{"connected":false}"#),
+            "{path}"
+        );
+    }
+    // The metrics are still served beside it.
+    let (status, body) = http_get(api, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("fieldlink_broker_"), "{body}");
+
+    // Gone once it disconnects.
+    c.send(&frame(0xE0, &[])).await;
+    assert!(matches!(
+        next_event(&mut link).await,
+        MqttEvent::Disconnected { .. }
+    ));
+    let (status, _) = http_get(api, "/clients/acme/dev-look").await;
+    assert_eq!(status, 404);
+    ingress.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Simulators → gateways → registry, as separate processes over real
 //! loopback sockets: the registry's counts equal the ground-truth manifest
-//! exactly, class by class and cloud by cloud.
+//! exactly, class by class and cloud by cloud, and `bench verify` audits
+//! each fleet's devices through their own protocol.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -263,6 +264,12 @@ async fn broker_fleet(face: &str, devices: u32, extra: &[&str], which: FleetBrok
         &[protocol],
     )
     .await;
+    crate::bench_verify::assert_audit_probes_protocol(
+        &out.join("manifest.csv"),
+        &registry.http,
+        protocol,
+    )
+    .await;
     drop(gateways);
     drop(sim);
 }
@@ -366,6 +373,12 @@ async fn an_opcua_fleet_counts_equal_its_manifest_by_class_and_cloud() {
         })
         .collect();
     assert_counts_equal_manifest(&registry, &out.join("manifest.csv"), 40, &["opc-ua"]).await;
+    crate::bench_verify::assert_audit_probes_protocol(
+        &out.join("manifest.csv"),
+        &registry.http,
+        "opc-ua",
+    )
+    .await;
     drop(gateways);
     drop(sim);
 }

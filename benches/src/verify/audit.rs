@@ -1,58 +1,262 @@
 //! The audit sample: a few manifest devices asked through their own
-//! protocol, which proves they exist beyond the registry's word. For
-//! Modbus TCP, the identification block every simulated device serves
-//! (holding registers 0..=15, see `fieldlink_sim::catalog`): its class and
-//! category indexes and model name must be the manifest's.
+//! protocol, which proves they exist beyond the registry's word. The
+//! sample is stratified by protocol ([`sample`]), and each protocol has
+//! its probe:
 //!
-//! Devices of other protocols are not probed yet (OPC UA node and MQTT
-//! status probes are still to come); the report says how many were
-//! skipped and why.
+//! - `modbus-tcp` ([`modbus`]): the identification block (class and
+//!   category indexes, model name);
+//! - `opc-ua` ([`opcua`]): the device object's identity properties
+//!   `Class`, `Category`, `Model` and `Name`, read in one session per
+//!   server;
+//! - `mqtt-json` and `sparkplug-b` ([`mqtt`]): at the broker the endpoint
+//!   names, the device's retained `status` (`online`) and `meta` (its
+//!   identity), or a Sparkplug DBIRTH (identity) or DDATA from the device
+//!   at the edge node the endpoint names; or, with `--mqtt-api`, the lean
+//!   ingress shards' client lookup (connected on some shard).
+//!
+//! A device of a protocol without a probe (serial Modbus RTU) is counted
+//! as skipped, and the report says so.
 
-use std::net::SocketAddr;
+mod modbus;
+mod mqtt;
+mod opcua;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use fieldlink_model::{Category, DeviceClass};
+use anyhow::Context;
+use futures::StreamExt;
 use serde::Serialize;
-use tokio_modbus::client::{Reader, tcp};
-use tokio_modbus::slave::{Slave, SlaveContext};
 
 use super::manifest::Device;
 
-/// Unit id of the simulated devices.
-const UNIT_ID: u8 = 1;
-/// First register and length of the identification block.
-const IDENT_START: u16 = 0;
-const IDENT_LEN: u16 = 16;
-/// How long one device may take to answer.
-const TIMEOUT: Duration = Duration::from_secs(3);
+/// What one probe found: `Ok` when the device answered as the manifest
+/// says, else why not.
+pub(crate) type Outcome = Result<(), String>;
+
+/// Modbus devices asked at once.
+const MODBUS_AT_ONCE: usize = 16;
+/// OPC UA servers and MQTT clients at once.
+const SESSIONS_AT_ONCE: usize = 8;
+
+/// How the probes reach the devices.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Probes {
+    /// How long a device (or a server, or a broker) may take to answer.
+    pub(crate) timeout: Duration,
+    /// User name and password for every broker (over `mqtt_credentials`).
+    pub(crate) mqtt_login: Option<(String, String)>,
+    /// Per tenant, the login of its gateway (`mqtt-credentials.csv`).
+    pub(crate) mqtt_credentials: HashMap<String, (String, String)>,
+    /// Lean ingress shards' HTTP APIs (`http://HOST:PORT/`); when given,
+    /// MQTT clients are looked up there instead of at a broker.
+    pub(crate) mqtt_api: Vec<String>,
+    /// User name and password for the OPC UA servers (anonymous when
+    /// `None`).
+    pub(crate) opcua_login: Option<(String, String)>,
+}
+
+impl Probes {
+    /// The MQTT login for tenant `tenant`'s devices.
+    fn mqtt_login(&self, tenant: &str) -> Option<(String, String)> {
+        self.mqtt_login
+            .clone()
+            .or_else(|| self.mqtt_credentials.get(tenant).cloned())
+    }
+}
+
+/// Reads a fleet's `mqtt-credentials.csv` (`username,password,tenant,role`):
+/// each tenant's gateway login (role `gateway`), which may subscribe to the
+/// whole tenant.
+///
+/// # Errors
+/// When the file cannot be read or is not such a file (the line is named).
+pub(crate) fn read_mqtt_credentials(
+    path: &std::path::Path,
+) -> anyhow::Result<HashMap<String, (String, String)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_mqtt_credentials(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn parse_mqtt_credentials(text: &str) -> anyhow::Result<HashMap<String, (String, String)>> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim_end() == "username,password,tenant,role" => {}
+        other => anyhow::bail!(
+            "line 1: the header must be `username,password,tenant,role`, got `{}`",
+            other.map_or("", |(_, h)| h)
+        ),
+    }
+    let mut out = HashMap::new();
+    for (i, line) in lines {
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        let [user, password, tenant, role] = fields[..] else {
+            anyhow::bail!("line {}: 4 columns wanted", i + 1);
+        };
+        if role == "gateway" {
+            out.entry(tenant.to_owned())
+                .or_insert_with(|| (user.to_owned(), password.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// The default `mqtt-credentials.csv`: beside the manifest, when it exists.
+pub(crate) fn credentials_beside(manifest: &std::path::Path) -> Option<PathBuf> {
+    let path = manifest.parent()?.join("mqtt-credentials.csv");
+    path.is_file().then_some(path)
+}
 
 /// What the audit found.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Audit {
     /// Devices asked and answering as the manifest says.
     pub(crate) confirmed: Vec<String>,
-    /// Devices that did not answer, or answered otherwise (id: why).
+    /// Devices that did not answer, or answered otherwise (id at
+    /// endpoint: why).
     pub(crate) failed: Vec<String>,
-    /// Devices of the sample whose protocol has no probe yet.
+    /// Devices of the sample whose protocol has no probe.
     pub(crate) skipped: usize,
+    /// Per protocol: (confirmed, sampled).
+    pub(crate) by_protocol: BTreeMap<String, (usize, usize)>,
 }
 
-/// `size` manifest devices (all when fewer), evenly spread over the file.
+impl Audit {
+    /// `modbus-tcp 7/7, opc-ua 6/7, ...`.
+    pub(crate) fn breakdown(&self) -> String {
+        let parts: Vec<String> = self
+            .by_protocol
+            .iter()
+            .map(|(p, (ok, n))| format!("{p} {ok}/{n}"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// About `size` manifest devices (all when fewer), stratified by protocol:
+/// every protocol of the manifest has at least one device in the sample
+/// (so the sample may exceed `size` when it is smaller than the number of
+/// protocols), the rest shared in proportion to the protocols' devices;
+/// within a protocol, devices evenly spread over its rows. In manifest
+/// order.
 pub(crate) fn sample(manifest: &[Device], size: usize) -> Vec<&Device> {
-    let n = size.min(manifest.len());
-    (0..n).map(|i| &manifest[i * manifest.len() / n]).collect()
+    if size == 0 || manifest.is_empty() {
+        return Vec::new();
+    }
+    let mut strata: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, d) in manifest.iter().enumerate() {
+        match strata.iter_mut().find(|(p, _)| *p == d.protocol) {
+            Some((_, rows)) => rows.push(i),
+            None => strata.push((&d.protocol, vec![i])),
+        }
+    }
+    let quotas = quotas(
+        &strata.iter().map(|(_, r)| r.len()).collect::<Vec<_>>(),
+        size.min(manifest.len()),
+    );
+    let mut picked: Vec<usize> = strata
+        .iter()
+        .zip(quotas)
+        .flat_map(|((_, rows), q)| (0..q).map(move |i| rows[i * rows.len() / q]))
+        .collect();
+    picked.sort_unstable();
+    picked.into_iter().map(|i| &manifest[i]).collect()
+}
+
+/// How many of each stratum (of `lens` devices) a sample of `n` takes: in
+/// proportion to its devices, one at least, never more than it has; the
+/// total is `n` (or the number of strata, when larger).
+fn quotas(lens: &[usize], n: usize) -> Vec<usize> {
+    let total: usize = lens.iter().sum();
+    if total == 0 {
+        return vec![0; lens.len()];
+    }
+    let n = n.min(total);
+    let target = n.max(lens.iter().filter(|&&l| l > 0).count());
+    let mut q: Vec<usize> = lens
+        .iter()
+        .map(|&l| (n * l / total).clamp(l.min(1), l))
+        .collect();
+    let mut sum: usize = q.iter().sum();
+    // Too many (the minimum of one lifted small strata): take from the
+    // largest shares.
+    while sum > target {
+        let Some(i) = (0..q.len()).filter(|&i| q[i] > 1).max_by_key(|&i| q[i]) else {
+            break;
+        };
+        q[i] -= 1;
+        sum -= 1;
+    }
+    // Too few: to the largest remainders with room.
+    let mut by_remainder: Vec<usize> = (0..lens.len()).collect();
+    by_remainder.sort_by_key(|&i| (std::cmp::Reverse(n * lens[i] % total), i));
+    while sum < target {
+        let Some(&i) = by_remainder.iter().find(|&&i| q[i] < lens[i]) else {
+            break;
+        };
+        q[i] += 1;
+        sum += 1;
+        by_remainder.retain(|&j| j != i);
+        if by_remainder.is_empty() {
+            by_remainder = (0..lens.len()).collect();
+        }
+    }
+    q
 }
 
 /// Probes the sample.
-pub(crate) async fn run(sample: &[&Device]) -> Audit {
+pub(crate) async fn run(sample: &[&Device], probes: &Probes) -> Audit {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; sample.len()];
+    let by = |protocols: &[&str]| -> Vec<usize> {
+        (0..sample.len())
+            .filter(|&i| protocols.contains(&sample[i].protocol.as_str()))
+            .collect()
+    };
+    let modbus_rows = by(&["modbus-tcp"]);
+    let opcua_rows = by(&["opc-ua"]);
+    let mqtt_rows = by(&["mqtt-json", "sparkplug-b"]);
+
+    let modbus = futures::stream::iter(modbus_rows.iter().map(|&i| {
+        let d = sample[i];
+        async move { (i, modbus::probe(d, &d.endpoint, probes.timeout).await) }
+    }))
+    .buffer_unordered(MODBUS_AT_ONCE)
+    .collect::<Vec<_>>();
+    let opcua_devices: Vec<&Device> = opcua_rows.iter().map(|&i| sample[i]).collect();
+    let mqtt_devices: Vec<&Device> = mqtt_rows.iter().map(|&i| sample[i]).collect();
+    let (modbus, opcua, mqtt) = tokio::join!(
+        modbus,
+        opcua::probe(&opcua_devices, probes),
+        mqtt::probe(&mqtt_devices, probes)
+    );
+    for (i, o) in modbus {
+        outcomes[i] = Some(o);
+    }
+    for (rows, found) in [(&opcua_rows, opcua), (&mqtt_rows, mqtt)] {
+        for (&i, o) in rows.iter().zip(found) {
+            outcomes[i] = Some(o);
+        }
+    }
+
     let mut audit = Audit::default();
-    for d in sample {
-        if d.protocol != "modbus-tcp" {
+    for (d, outcome) in sample.iter().zip(outcomes) {
+        let Some(outcome) = outcome else {
             audit.skipped += 1;
             continue;
-        }
-        match probe_modbus(d, &d.endpoint).await {
-            Ok(()) => audit.confirmed.push(d.id.clone()),
+        };
+        let tally = audit.by_protocol.entry(d.protocol.clone()).or_default();
+        tally.1 += 1;
+        match outcome {
+            Ok(()) => {
+                tally.0 += 1;
+                audit.confirmed.push(d.id.clone());
+            }
             Err(why) => audit
                 .failed
                 .push(format!("{} at `{}`: {why}", d.id, d.endpoint)),
@@ -61,124 +265,134 @@ pub(crate) async fn run(sample: &[&Device]) -> Audit {
     audit
 }
 
-/// Reads the identification block of `d` at `endpoint` and checks it.
-async fn probe_modbus(d: &Device, endpoint: &str) -> Result<(), String> {
-    let addr: SocketAddr = endpoint
-        .parse()
-        .map_err(|_| format!("`{endpoint}` is not HOST:PORT"))?;
-    let read = async {
-        let mut ctx = tcp::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        ctx.set_slave(Slave(UNIT_ID));
-        let words = ctx
-            .read_holding_registers(IDENT_START, IDENT_LEN)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?
-            .map_err(|e| format!("the device answered an exception: {e}"))?;
-        Ok::<_, String>(words)
-    };
-    let words = tokio::time::timeout(TIMEOUT, read)
-        .await
-        .map_err(|_| format!("no answer within {TIMEOUT:?}"))??;
-    check_ident(d, &words)
-}
-
-/// Compares an identification block with the manifest's row.
-fn check_ident(d: &Device, words: &[u16]) -> Result<(), String> {
-    if words.len() < usize::from(IDENT_LEN) {
-        return Err(format!("{} registers, {IDENT_LEN} wanted", words.len()));
-    }
-    let class: DeviceClass = d
-        .class
-        .parse()
-        .map_err(|_| format!("the manifest's class `{}` is unknown", d.class))?;
-    let category: Category = d
-        .category
-        .parse()
-        .map_err(|_| format!("the manifest's category `{}` is unknown", d.category))?;
-    let got_class = DeviceClass::from_index(usize::from(words[5]));
-    let got_category = Category::from_index(usize::from(words[6]));
-    if got_class != Some(class) {
-        return Err(format!("class index {} is not `{class}`", words[5]));
-    }
-    if got_category != Some(category) {
-        return Err(format!("category index {} is not `{category}`", words[6]));
-    }
-    let model = model_name(&words[8..16]);
-    if model != d.device_type {
-        return Err(format!(
-            "model `{model}` is not the manifest's `{}`",
-            d.device_type
-        ));
+/// Compares what a device says of itself (`field`, value) with its
+/// manifest row: class, category, type (model) and name.
+pub(crate) fn check_identity<'a>(
+    d: &Device,
+    said: impl IntoIterator<Item = (&'a str, Option<String>)>,
+) -> Outcome {
+    for (field, got) in said {
+        let want = match field {
+            "class" => &d.class,
+            "category" => &d.category,
+            "type" => &d.device_type,
+            "name" => &d.name,
+            _ => continue,
+        };
+        match got {
+            None => return Err(format!("it says no {field}")),
+            Some(got) if got != *want => {
+                return Err(format!("it says {field} `{got}`, the manifest `{want}`"));
+            }
+            Some(_) => {}
+        }
     }
     Ok(())
-}
-
-/// ASCII, NUL-padded, first character in the high byte.
-fn model_name(words: &[u16]) -> String {
-    words
-        .iter()
-        .flat_map(|w| w.to_be_bytes())
-        .take_while(|b| *b != 0)
-        .map(char::from)
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn device(model: &str) -> Device {
+    fn device(id: &str, protocol: &str) -> Device {
         Device {
-            id: "d".into(),
+            id: id.into(),
             class: "operating".into(),
             category: "power".into(),
-            device_type: model.into(),
-            name: "n".into(),
-            protocol: "modbus-tcp".into(),
+            device_type: "PM-3".into(),
+            name: "Meter".into(),
+            protocol: protocol.into(),
             tenant: "t".into(),
             cloud: "public".into(),
             endpoint: String::new(),
         }
     }
 
-    fn block(class: u16, category: u16, model: &str) -> Vec<u16> {
-        let mut words = vec![0u16; 16];
-        words[5] = class;
-        words[6] = category;
-        let bytes: Vec<u8> = model.bytes().collect();
-        for (i, pair) in bytes.chunks(2).enumerate() {
-            words[8 + i] = u16::from(pair[0]) << 8 | u16::from(*pair.get(1).unwrap_or(&0));
-        }
-        words
-    }
-
-    #[test]
-    fn the_block_must_match_the_manifest() {
-        let power = Category::Power.index() as u16;
-        let operating = DeviceClass::Operating.index() as u16;
-        assert_eq!(
-            check_ident(&device("PM-3"), &block(operating, power, "PM-3")),
-            Ok(())
-        );
-        assert!(check_ident(&device("PM-3"), &block(operating, power, "PM-4")).is_err());
-        assert!(check_ident(&device("PM-3"), &block(operating + 1, power, "PM-3")).is_err());
-        assert!(check_ident(&device("PM-3"), &block(operating, power + 1, "PM-3")).is_err());
-        assert!(check_ident(&device("PM-3"), &[0; 4]).is_err());
+    fn ids<'a>(s: &[&'a Device]) -> Vec<&'a str> {
+        s.iter().map(|d| d.id.as_str()).collect()
     }
 
     #[test]
     fn the_sample_spreads_over_the_manifest() {
         let manifest: Vec<Device> = (0..10)
-            .map(|i| Device {
-                id: i.to_string(),
-                ..device("m")
-            })
+            .map(|i| device(&i.to_string(), "modbus-tcp"))
             .collect();
-        let ids: Vec<&str> = sample(&manifest, 3).iter().map(|d| d.id.as_str()).collect();
-        assert_eq!(ids, ["0", "3", "6"]);
+        assert_eq!(ids(&sample(&manifest, 3)), ["0", "3", "6"]);
         assert_eq!(sample(&manifest, 50).len(), 10);
         assert!(sample(&manifest, 0).is_empty());
+    }
+
+    #[test]
+    fn every_protocol_is_sampled_in_proportion() {
+        // 90 Modbus, 9 OPC UA, 1 MQTT.
+        let mut manifest: Vec<Device> = (0..90)
+            .map(|i| device(&format!("m{i}"), "modbus-tcp"))
+            .collect();
+        manifest.extend((0..9).map(|i| device(&format!("o{i}"), "opc-ua")));
+        manifest.push(device("q0", "mqtt-json"));
+        let s = sample(&manifest, 10);
+        let count = |p: &str| s.iter().filter(|d| d.protocol == p).count();
+        assert_eq!(s.len(), 10);
+        assert_eq!(
+            (count("modbus-tcp"), count("opc-ua"), count("mqtt-json")),
+            (8, 1, 1)
+        );
+        // Fewer than the protocols: one of each still.
+        assert_eq!(ids(&sample(&manifest, 1)), ["m0", "o0", "q0"]);
+        // The first row of each protocol is always in.
+        let s = ids(&sample(&manifest, 20));
+        assert_eq!(s.len(), 20);
+        for first in ["m0", "o0", "q0"] {
+            assert!(s.contains(&first), "{s:?}");
+        }
+        assert_eq!(sample(&manifest, 1000).len(), 100);
+    }
+
+    #[test]
+    fn quotas_add_up_and_fit() {
+        for (lens, n) in [
+            (vec![5, 5], 3),
+            (vec![1, 1, 100], 10),
+            (vec![3, 3, 3], 9),
+            (vec![7], 7),
+            (vec![2, 50, 2], 20),
+        ] {
+            let q = quotas(&lens, n);
+            assert_eq!(q.iter().sum::<usize>(), n.max(lens.len()), "{lens:?} {n}");
+            assert!(q.iter().zip(&lens).all(|(q, l)| q <= l && *q >= 1));
+        }
+    }
+
+    #[test]
+    fn the_gateway_logins_come_from_the_credentials_file() {
+        let text = "username,password,tenant,role\nsim-1,p1,acme,device\nsim-gw-acme,gp,acme,gateway\nsim-gw-b,gb,b,gateway\n";
+        let c = parse_mqtt_credentials(text).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c["acme"], ("sim-gw-acme".to_owned(), "gp".to_owned()));
+        assert!(parse_mqtt_credentials("user,pass\n").is_err());
+        assert!(
+            format!(
+                "{:#}",
+                parse_mqtt_credentials("username,password,tenant,role\na,b\n").unwrap_err()
+            )
+            .contains("line 2")
+        );
+    }
+
+    #[test]
+    fn identity_is_compared_field_by_field() {
+        let d = device("d", "opc-ua");
+        let said = |name: &str| {
+            vec![
+                ("class", Some("operating".to_owned())),
+                ("name", Some(name.to_owned())),
+            ]
+        };
+        assert_eq!(check_identity(&d, said("Meter")), Ok(()));
+        assert_eq!(
+            check_identity(&d, said("Pump")),
+            Err("it says name `Pump`, the manifest `Meter`".to_owned())
+        );
+        assert!(check_identity(&d, [("type", None)]).is_err());
     }
 }

@@ -35,9 +35,13 @@
 //!   connection, with an MQTT 5 reason code where the version has one, a
 //!   refusal counted by reason and a log line (rate-limited).
 //!
+//! - The shard's metrics server also answers `GET /clients/{tenant}/{id}`
+//!   from the session table (`clients.rs`), for checks against a manifest.
+//!
 //! [`shard`] binds the shared port; `fieldlink broker` starts and
 //! supervises the shard processes.
 
+mod clients;
 pub mod codec;
 mod session;
 pub mod shard;
@@ -277,7 +281,8 @@ impl Ingress {
         }
     }
 
-    /// Serves `listener` (and `/metrics` on `metrics`) until `shutdown`
+    /// Serves `listener` (and `/metrics` and the client lookup
+    /// `/clients/{tenant}/{client_id}` on `metrics`) until `shutdown`
     /// completes; then stops accepting, closes every connection (MQTT 5
     /// clients are told 0x8B; no wills: they did not lose their
     /// connection, the ingress went), waits up to 5 s for them and ends
@@ -307,8 +312,10 @@ impl Ingress {
                 },
             ))
         };
-        let metrics_task =
-            metrics.map(|l| crate::metrics::serve(l, shared.metrics.clone(), shared.stop.clone()));
+        let metrics_task = metrics.map(|l| {
+            let clients = clients::routes(shared.clone());
+            crate::metrics::serve_with(l, shared.metrics.clone(), clients, shared.stop.clone())
+        });
         shared.tasks.spawn(sweep_keep_alive(shared.clone()));
 
         shutdown.await;

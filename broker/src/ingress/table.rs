@@ -33,6 +33,13 @@ impl SessionTable {
         self.table.find(self.hash(p), |e| key(e) == wanted)
     }
 
+    /// The connection holding (`tenant`, `client_id`), if any.
+    pub(super) fn find(&self, tenant: &str, client_id: &str) -> Option<&Arc<Presence>> {
+        let wanted = (tenant, client_id);
+        self.table
+            .find(self.hasher.hash_one(wanted), |e| key(e) == wanted)
+    }
+
     /// Puts `p` in; its key must be free ([`SessionTable::holder`] is `None`).
     pub(super) fn insert(&mut self, p: Arc<Presence>) {
         let hash = self.hash(&p);
@@ -106,6 +113,9 @@ mod tests {
         assert_eq!(table.len(), 1);
         assert!(table.holder(&successor).is_none());
         assert!(table.holder(&presence("other", "dev-1")).is_some());
+        assert!(table.find("other", "dev-1").is_some());
+        assert!(table.find("acme", "dev-1").is_none());
+        assert!(table.find("other", "dev-2").is_none());
     }
 
     #[test]
