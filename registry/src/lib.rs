@@ -27,7 +27,6 @@ use std::future::Future;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use fieldlink_model::proto::ingest_server::IngestServer;
 use fieldlink_model::{Day, now_unix_nanos};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -36,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{RegistryConfig, Settings, Tenant};
-pub use error::{ConfigError, RegistryError, StoreError};
+pub use error::{ConfigError, RegistryError, StoreError, WireError};
 
 use counters::Counters;
 use metrics::Metrics;
@@ -162,11 +161,7 @@ impl Registry {
         let max = shared.settings.max_message_bytes;
         let grpc_server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(
-                IngestServer::new(service)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
+            .add_service(ingest::IngestServer::new(service, max))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc),
                 cancel.clone().cancelled_owned(),

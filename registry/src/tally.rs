@@ -265,6 +265,7 @@ mod tests {
             retired: false,
             tenant: 0,
             gateway: 0,
+            tags: 0,
             first_seen: 0,
             last_point: 0,
             status_time: 0,

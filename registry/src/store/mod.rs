@@ -57,6 +57,11 @@ pub struct DeviceRecord {
     /// Taken out of service: not counted as registered.
     #[serde(default)]
     pub retired: bool,
+    /// Entries of its announced tag table (the ids its points may carry).
+    /// The names stay with the gateway: nothing the registry counts or
+    /// shows reads them.
+    #[serde(default)]
+    pub tags: u32,
 }
 
 /// Last reported session state of a device.

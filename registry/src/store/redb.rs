@@ -309,6 +309,7 @@ mod tests {
             gateway_id: "gw".to_owned(),
             first_seen: 5,
             retired: false,
+            tags: 3,
         }
     }
 
