@@ -506,7 +506,15 @@ impl<'a> Planner<'a> {
         let mut deltas: Vec<DayDelta> = self
             .deltas
             .into_iter()
-            .map(|((day, index), stats)| DayDelta { day, index, stats })
+            .map(|((day, index), stats)| DayDelta {
+                day,
+                index,
+                stats,
+                fresh: !self
+                    .counters
+                    .day(day)
+                    .is_some_and(|set| set.devices.contains(index)),
+            })
             .collect();
         deltas.sort_unstable_by_key(|d| (d.day, d.index));
         self.plan.commit.day_deltas = deltas;
