@@ -2,7 +2,8 @@
 //! registry and its exact counts.
 //!
 //! Flow: [`ingest`] (gRPC streams, one per gateway session: authenticate by
-//! tenant token, check each batch) → the committer (group commits into the
+//! tenant token, decode each message leanly — of a point only its tag id,
+//! time and quality — and check each batch) → the committer (group commits into the
 //! [`store::Store`], exactly once per stream sequence) → [`counters`] (dense
 //! device index, session state, per-day bitmaps, and the [`read_model`] of
 //! figures it keeps up to date) → [`tally`] (figures by class, category,
