@@ -26,7 +26,9 @@
 //! back over HTTP and checks them against what it sent: `registered` must
 //! equal `--devices` and `reporting` the distinct devices that had a point
 //! accepted (points are stamped now, so the registry's today; a run across
-//! its midnight will not reconcile). It prints a summary and writes JSON to
+//! its midnight will not reconcile). A registry the bench started is then
+//! stopped and started again on its data (`ingest::restart`): the restart
+//! time is until it serves those same counts. It prints a summary and writes JSON to
 //! `<out>/ingest-<devices>d-<streams>s-<unix_secs>.json`.
 
 mod load;
@@ -34,6 +36,7 @@ mod postgres;
 mod reconcile;
 mod registry_process;
 mod report;
+mod restart;
 mod summary_probe;
 mod wire;
 
@@ -50,8 +53,8 @@ use load::{Phase, Progress, Signals, StreamOutcome, StreamPlan};
 use reconcile::{Commits, Expected, Reconciliation};
 use registry_process::{PRIVATE_TOKEN, PUBLIC_TOKEN, RegistryProcess};
 use report::{
-    AnnounceOut, ArgsOut, CpuOut, Interval, Latency, RegistryOut, Results, RssOut, TelemetryOut,
-    per_sec,
+    AnnounceOut, ArgsOut, CpuOut, Interval, Latency, RegistryOut, RestartOut, Results, RssOut,
+    TelemetryOut, per_sec,
 };
 use summary_probe::SummaryProbe;
 use wire::MAX_POINTS_PER_DEVICE;
@@ -170,6 +173,15 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     print!("{}", results.summary());
     let path = results.write_json(&args.out)?;
     println!("results: {}", path.display());
+    if let Some(restart) = &results.restart
+        && restart.serving_correct_secs.is_none()
+    {
+        bail!(
+            "after a restart the registry did not serve the counts it had: {:?} (see {})",
+            restart.reconciliation,
+            path.display()
+        );
+    }
     if !results.reconciliation.ok {
         bail!(
             "counts MISMATCH: the registry reports {} registered and {} reporting, the bench expected {} and {} (see {})",
@@ -313,6 +325,20 @@ async fn run_spawned(args: &IngestArgs, started_unix: u64) -> anyhow::Result<Res
         }
     };
     let end_rss = rss_bytes(pid);
+    println!("restarting the registry on its data ...");
+    let restart_started = Instant::now();
+    let (registry, stop) = registry.restart().await?;
+    let listening_secs = restart_started.elapsed().as_secs_f64() - stop.seconds;
+    let restart = restart::until_correct(registry.process().http_url(), expected).await;
+    let restart = RestartOut {
+        stop_secs: stop.seconds,
+        listening_secs,
+        serving_correct_secs: restart.after.map(|t| t.as_secs_f64() + listening_secs),
+        rss_bytes: rss_bytes(registry.process().pid()),
+        bytes_per_device: rss_bytes(registry.process().pid())
+            .map(|b| b as f64 / args.devices.max(1) as f64),
+        reconciliation: restart.reconciliation,
+    };
     let http = registry.process().http_url().to_owned();
     let (stopped, log) = registry.stop().await.context("cannot stop the registry")?;
     let rss = RssOut::new(baseline, driven.after_announce_rss, end_rss, args.devices);
@@ -323,7 +349,9 @@ async fn run_spawned(args: &IngestArgs, started_unix: u64) -> anyhow::Result<Res
         stopped: Some(stopped),
         log: Some(log),
     };
-    Ok(driven.results(args, started_unix, registry, rss, reconciliation))
+    let mut results = driven.results(args, started_unix, registry, rss, reconciliation);
+    results.restart = Some(restart);
+    Ok(results)
 }
 
 async fn run_external(args: &IngestArgs, url: &str, started_unix: u64) -> anyhow::Result<Results> {
@@ -477,6 +505,7 @@ impl Driven {
             },
             commits: self.commits,
             reconciliation,
+            restart: None,
             peer: None,
             device_days_ratio: None,
         }

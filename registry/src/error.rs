@@ -48,3 +48,45 @@ pub enum RegistryError {
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
 }
+
+/// A `GatewayMessage` the registry cannot read. The stream that sent it is
+/// ended with `INVALID_ARGUMENT` naming the field; batches acknowledged
+/// before it stay applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A field runs past the end of its message (or a varint is cut).
+    #[error("malformed GatewayMessage: `{field}` is truncated")]
+    Truncated {
+        /// The field, as `Message.field`.
+        field: &'static str,
+    },
+    /// A known field with another wire type than the schema's.
+    #[error("malformed GatewayMessage: `{field}` has wire type {got}")]
+    WireType {
+        /// The field.
+        field: &'static str,
+        /// The wire type it came with.
+        got: u8,
+    },
+    /// A string field that is not UTF-8.
+    #[error("malformed GatewayMessage: `{field}` is not UTF-8")]
+    Utf8 {
+        /// The field.
+        field: &'static str,
+    },
+    /// A message prost could not decode.
+    #[error("malformed GatewayMessage: `{field}`: {source}")]
+    Message {
+        /// The message or field.
+        field: &'static str,
+        /// Why.
+        source: prost::DecodeError,
+    },
+}
+
+impl WireError {
+    pub(crate) fn message(field: &'static str, source: prost::DecodeError) -> Self {
+        WireError::Message { field, source }
+    }
+}

@@ -2,7 +2,8 @@
 //! registry and its exact counts.
 //!
 //! Flow: [`ingest`] (gRPC streams, one per gateway session: authenticate by
-//! tenant token, check each batch) → the committer (group commits into the
+//! tenant token, decode each message leanly — of a point only its tag id,
+//! time and quality — and check each batch) → the committer (group commits into the
 //! [`store::Store`], exactly once per stream sequence) → [`counters`] (dense
 //! device index, session state, per-day bitmaps, and the [`read_model`] of
 //! figures it keeps up to date) → [`tally`] (figures by class, category,
@@ -27,7 +28,6 @@ use std::future::Future;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use fieldlink_model::proto::ingest_server::IngestServer;
 use fieldlink_model::{Day, now_unix_nanos};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{RegistryConfig, Settings, Tenant};
-pub use error::{ConfigError, RegistryError, StoreError};
+pub use error::{ConfigError, RegistryError, StoreError, WireError};
 
 use counters::Counters;
 use metrics::Metrics;
@@ -162,11 +162,7 @@ impl Registry {
         let max = shared.settings.max_message_bytes;
         let grpc_server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(
-                IngestServer::new(service)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
+            .add_service(ingest::IngestServer::new(service, max))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc),
                 cancel.clone().cancelled_owned(),

@@ -10,7 +10,7 @@ use fieldlink_model::proto::RejectReason;
 const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
 
 /// Reasons a point or record can be rejected, in metric label order.
-pub const REASONS: [RejectReason; 9] = [
+pub const REASONS: [RejectReason; 10] = [
     RejectReason::UnknownDevice,
     RejectReason::TooOld,
     RejectReason::InFuture,
@@ -20,6 +20,7 @@ pub const REASONS: [RejectReason; 9] = [
     RejectReason::InvalidDeviceId,
     RejectReason::OtherTenant,
     RejectReason::InvalidStatus,
+    RejectReason::UnknownTag,
 ];
 
 fn reason_label(reason: RejectReason) -> &'static str {
@@ -34,6 +35,7 @@ fn reason_label(reason: RejectReason) -> &'static str {
         RejectReason::InvalidDeviceId => "invalid_device_id",
         RejectReason::OtherTenant => "other_tenant",
         RejectReason::InvalidStatus => "invalid_status",
+        RejectReason::UnknownTag => "unknown_tag",
     }
 }
 

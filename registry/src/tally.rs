@@ -265,6 +265,7 @@ mod tests {
             retired: false,
             tenant: 0,
             gateway: 0,
+            tags: 0,
             first_seen: 0,
             last_point: 0,
             status_time: 0,
@@ -297,6 +298,7 @@ mod tests {
             day: Day(3),
             index: a,
             stats: DayStats::point(1),
+            fresh: true,
         });
         let tally = Tally::count(&c, Day(3), 0);
         let by_class = tally.group_by(&[Dimension::Class]);

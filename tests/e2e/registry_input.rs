@@ -125,13 +125,111 @@ async fn malformed_protobuf_ends_the_stream_and_keeps_what_was_acked() {
     // Field 2 (batch) claims 100 bytes but only 3 follow.
     tx.send(vec![0x12, 100, 1, 2, 3]).await.unwrap();
     let err = rx.message().await.expect_err("stream fails");
-    assert_eq!(err.code(), Code::Internal, "{err}");
-    assert!(err.message().contains("decode"), "{err}");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(
+        err.message()
+            .contains("`GatewayMessage.batch` is truncated"),
+        "{err}"
+    );
     let s = registry.summary(None).await;
     assert_eq!(figure(&s, "registered", "total", ""), 1);
     let (_, metrics) = get_text(&format!("{}/metrics", registry.http)).await;
     assert!(
         metrics.contains("fieldlink_registry_stream_errors_total 1"),
+        "{metrics}"
+    );
+    registry.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_point_names_its_field_and_the_acked_points_stay_counted() {
+    let registry = TestRegistry::start("").await;
+    let (tx, mut rx) = raw_stream(&registry.grpc).await;
+    tx.send(hello()).await.unwrap();
+    assert!(matches!(
+        rx.message().await.unwrap().unwrap().body,
+        Some(Body::HelloAck(_))
+    ));
+    tx.send(encoded(gateway_message::Body::Batch(proto::Batch {
+        sequence: 1,
+        announces: vec![announce("kept-1", "operating", "power", "modbus-tcp")],
+        telemetry: vec![points("kept-1", &[now()])],
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    let Some(Body::Ack(ack)) = rx.message().await.unwrap().unwrap().body else {
+        panic!("no ack");
+    };
+    assert_eq!(ack.accepted_points, 1);
+    // Batch 2: device `kept-1`, one point whose time is a varint, not fixed64.
+    let point = [0x10, 1];
+    let mut telemetry = vec![0x0a, 6];
+    telemetry.extend_from_slice(b"kept-1");
+    telemetry.extend_from_slice(&[0x12, point.len() as u8]);
+    telemetry.extend_from_slice(&point);
+    let mut batch = vec![0x08, 2, 0x22, telemetry.len() as u8];
+    batch.extend_from_slice(&telemetry);
+    let mut message = vec![0x12, batch.len() as u8];
+    message.extend_from_slice(&batch);
+    tx.send(message).await.unwrap();
+    let err = rx.message().await.expect_err("stream fails");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("`Point.time_unix_nano`"), "{err}");
+    let s = registry.summary(None).await;
+    assert_eq!(figure(&s, "reporting", "total", ""), 1);
+    registry.stop().await;
+}
+
+#[tokio::test]
+async fn points_with_tag_ids_outside_the_announced_table_are_rejected_by_name() {
+    let registry = TestRegistry::start("").await;
+    let mut gw = Gateway::connect(&registry.grpc, PUBLIC_TOKEN, "gw", "s")
+        .await
+        .unwrap();
+    let mut two_tags = announce("two-tags", "operating", "power", "modbus-tcp");
+    two_tags.tags.push(proto::TagDescriptor {
+        name: "second".into(),
+        r#type: "int".into(),
+        unit: "rpm".into(),
+    });
+    gw.send(announce_batch(vec![
+        two_tags,
+        announce("one-tag", "operating", "power", "modbus-tcp"),
+    ]))
+    .await
+    .unwrap();
+    let t = now();
+    let mut bad = points("one-tag", &[t, t]);
+    bad.points[1].tag_id = 1;
+    let mut good = points("two-tags", &[t, t]);
+    good.points[1].tag_id = 1;
+    // A point that names its tag (as spooled before the lean wire) is
+    // counted without an id check.
+    let mut legacy = points("one-tag", &[t]);
+    legacy.points[0].tag = "value".into();
+    legacy.points[0].tag_id = 0;
+    let ack = gw.send(telemetry_batch(vec![bad, good])).await.unwrap();
+    assert_eq!((ack.accepted_points, ack.rejected_points), (2, 2));
+    assert_eq!(ack.rejections.len(), 1);
+    let r = &ack.rejections[0];
+    assert_eq!(
+        (r.device_id.as_str(), r.reason(), r.count),
+        ("one-tag", RejectReason::UnknownTag, 2)
+    );
+    assert!(
+        r.detail
+            .contains("tag id 1 is not in its announced table of 1 tag(s)"),
+        "{}",
+        r.detail
+    );
+    let ack = gw.send(telemetry_batch(vec![legacy])).await.unwrap();
+    assert_eq!((ack.accepted_points, ack.rejected_points), (1, 0));
+    let s = registry.summary(None).await;
+    assert_eq!(figure(&s, "reporting", "total", ""), 2);
+    let (_, metrics) = get_text(&format!("{}/metrics", registry.http)).await;
+    assert!(
+        metrics.contains("fieldlink_registry_rejected_total{reason=\"unknown_tag\"} 2"),
         "{metrics}"
     );
     registry.stop().await;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use fieldlink_model::proto::{
-    Batch, DeviceAnnounce, DeviceStatus, GatewayMessage, Hello, RegistryMessage, device_status,
-    gateway_message, registry_message,
+    Batch, DeviceAnnounce, DeviceStatus, GatewayMessage, Hello, RegistryMessage, TagDescriptor,
+    device_status, gateway_message, registry_message,
 };
 use fieldlink_model::{Category, Protocol, now_unix_nanos};
 use hdrhistogram::Histogram;
@@ -22,7 +22,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
-use super::wire::{BenchCodec, Outgoing, Template};
+use super::wire::{BenchCodec, Outgoing, TAGS, Template};
 
 /// Devices announced per batch in phase 1.
 const ANNOUNCE_BATCH: u32 = 2_000;
@@ -538,7 +538,14 @@ fn announce_batch(plan: &StreamPlan, start: u32, end: u32, sequence: u64) -> Gat
                 global & 255
             ),
             attributes: Default::default(),
-            tags: Vec::new(),
+            tags: TAGS
+                .iter()
+                .map(|name| TagDescriptor {
+                    name: (*name).to_owned(),
+                    r#type: "double".to_owned(),
+                    unit: String::new(),
+                })
+                .collect(),
         });
         statuses.push(DeviceStatus {
             device_id: id,

@@ -17,6 +17,8 @@ pub(crate) const PRIVATE_TOKEN: &str = "bench-private-token-0001";
 
 /// How long the registry may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a restarted registry may take to load its store and listen.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(900);
 /// How long the registry may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of the registry's log is kept: its first 20 warning and error
@@ -52,6 +54,23 @@ impl RegistryProcess {
             .with_context(|| format!("cannot write {}", config.display()))?;
         let registry = RegistryChild::start(&config, START_TIMEOUT, LOG_LIMITS).await?;
         Ok(RegistryProcess { registry, dir })
+    }
+
+    /// Stops the registry (SIGTERM, as an operator would) and starts it
+    /// again on the same data directory; returns once it listens, which it
+    /// does only after loading its store. The first run's log is dropped;
+    /// how it stopped is returned.
+    ///
+    /// # Errors
+    /// When it cannot be stopped, or does not come back within 15 minutes.
+    pub(crate) async fn restart(self) -> anyhow::Result<(Self, Stopped)> {
+        let RegistryProcess { registry, dir } = self;
+        let (stopped, _) = registry.stop(STOP_TIMEOUT).await?;
+        let config = dir.path().join("registry.toml");
+        let registry = RegistryChild::start(&config, RESTART_TIMEOUT, LOG_LIMITS)
+            .await
+            .context("the registry did not come back after a restart")?;
+        Ok((RegistryProcess { registry, dir }, stopped))
     }
 
     /// The registry process: its URLs, pid and log.

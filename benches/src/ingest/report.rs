@@ -38,6 +38,9 @@ pub(crate) struct Results {
     pub(crate) commits: Option<Commits>,
     /// The registry's counts against the bench's.
     pub(crate) reconciliation: Reconciliation,
+    /// The registry stopped and started again on its data, when the bench
+    /// started it.
+    pub(crate) restart: Option<RestartOut>,
     /// The same (day, device) upsert load into the peer, with `--peer`.
     pub(crate) peer: Option<PeerOut>,
     /// Registry device-days/s over the peer's.
@@ -237,6 +240,26 @@ impl RssOut {
     }
 }
 
+/// A restart of the bench's registry on its persisted state.
+#[derive(Debug, Serialize)]
+pub(crate) struct RestartOut {
+    /// Seconds from SIGTERM to its exit.
+    pub(crate) stop_secs: f64,
+    /// Seconds from the new process's start to its listening line (it
+    /// listens once its store is loaded).
+    pub(crate) listening_secs: f64,
+    /// Seconds from the new process's start until `GET /api/v1/summary`
+    /// first reports the counts of before the restart: the restart time.
+    pub(crate) serving_correct_secs: Option<f64>,
+    /// The counts after the restart against the bench's.
+    pub(crate) reconciliation: Reconciliation,
+    /// RSS of the restarted registry once it serves correct counts.
+    pub(crate) rss_bytes: Option<u64>,
+    /// That RSS over the devices: the memory a registered device costs
+    /// without the announce phase's transient buffers.
+    pub(crate) bytes_per_device: Option<f64>,
+}
+
 /// CPU seconds during the telemetry phase.
 #[derive(Debug, Serialize)]
 pub(crate) struct CpuOut {
@@ -375,6 +398,18 @@ impl Results {
             opt(r.bytes_per_device_after_announce, " B"),
             opt(r.bytes_per_device_end, " B")
         );
+        if let Some(r) = &self.restart {
+            let _ = writeln!(
+                s,
+                "  restart           stopped in {:.2} s; listening after {:.2} s, correct counts after {} ({}); RSS {} = {} per device",
+                r.stop_secs,
+                r.listening_secs,
+                opt(r.serving_correct_secs, " s"),
+                r.reconciliation.verdict(),
+                mib(r.rss_bytes),
+                opt(r.bytes_per_device, " B"),
+            );
+        }
         let _ = writeln!(
             s,
             "  CPU (telemetry)   registry {}, bench {}, other processes {} over {:.2} s wall on {} cores",

@@ -23,8 +23,9 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder
 /// Most points a device reports per telemetry batch (one per tag).
 pub(crate) const MAX_POINTS_PER_DEVICE: usize = 10;
 
-/// Tag names of a device's points; all the same length.
-const TAGS: [&str; MAX_POINTS_PER_DEVICE] = [
+/// The tag table every bench device announces: a point of tag `i` carries
+/// id `i` on the wire.
+pub(crate) const TAGS: [&str; MAX_POINTS_PER_DEVICE] = [
     "temp", "pres", "flow", "rpm0", "amps", "volt", "kwat", "vibr", "levl", "stat",
 ];
 
@@ -38,8 +39,8 @@ const KEY_BATCH_TELEMETRY: u8 = 0x22;
 const KEY_TELEMETRY_DEVICE_ID: u8 = 0x0a;
 /// Key of `DeviceTelemetry.points` (field 2, length-delimited).
 const KEY_TELEMETRY_POINTS: u8 = 0x12;
-/// Key of `Point.tag` (field 1, length-delimited).
-const KEY_POINT_TAG: u8 = 0x0a;
+/// Key of `Point.tag_id` (field 9, varint).
+const KEY_POINT_TAG_ID: u8 = 0x48;
 /// Key of `Point.time_unix_nano` (field 2, fixed64).
 const KEY_POINT_TIME: u8 = 0x11;
 /// Key of `Point.double_value` (field 4, fixed64).
@@ -67,31 +68,33 @@ impl Template {
         points_per_device: usize,
         device_id: impl Fn(u32) -> String,
     ) -> Self {
-        let tags = &TAGS[..points_per_device.clamp(1, MAX_POINTS_PER_DEVICE)];
+        let tags = 0..points_per_device.clamp(1, MAX_POINTS_PER_DEVICE) as u32;
         let count = devices.len();
-        let mut body = Vec::with_capacity(count * (30 + 30 * tags.len()));
+        let mut body = Vec::with_capacity(count * (30 + 22 * tags.len()));
         let mut stamps = Vec::with_capacity(count * tags.len());
         for local in devices.clone() {
             let id = device_id(local);
-            let points_len: usize = tags.iter().map(|tag| 1 + 1 + point_len(tag)).sum();
+            let points_len: usize = tags.clone().map(|tag| 1 + 1 + point_len(tag)).sum();
             let telemetry_len = 1 + encoded_len_varint(id.len() as u64) + id.len() + points_len;
             body.push(KEY_BATCH_TELEMETRY);
             encode_varint(telemetry_len as u64, &mut body);
             body.push(KEY_TELEMETRY_DEVICE_ID);
             encode_varint(id.len() as u64, &mut body);
             body.extend_from_slice(id.as_bytes());
-            for (i, tag) in tags.iter().enumerate() {
+            for tag in tags.clone() {
                 body.push(KEY_TELEMETRY_POINTS);
                 encode_varint(point_len(tag) as u64, &mut body);
-                body.push(KEY_POINT_TAG);
-                encode_varint(tag.len() as u64, &mut body);
-                body.extend_from_slice(tag.as_bytes());
+                // proto3 leaves a zero id out, as prost does.
+                if tag != 0 {
+                    body.push(KEY_POINT_TAG_ID);
+                    encode_varint(u64::from(tag), &mut body);
+                }
                 body.push(KEY_POINT_TIME);
                 // A body this large is refused long before by gRPC limits.
                 stamps.push(u32::try_from(body.len()).expect("template under 4 GiB"));
                 body.put_u64_le(0);
                 body.push(KEY_POINT_DOUBLE);
-                let value = f64::from(local % 1000) + i as f64 / 10.0;
+                let value = f64::from(local % 1000) + f64::from(tag) / 10.0;
                 body.put_f64_le(value);
             }
         }
@@ -136,9 +139,14 @@ impl Template {
     }
 }
 
-/// Encoded length of a point with `tag`: tag, time and a double value.
-fn point_len(tag: &str) -> usize {
-    1 + encoded_len_varint(tag.len() as u64) + tag.len() + 9 + 9
+/// Encoded length of a point of tag id `tag`: id, time and a double value.
+fn point_len(tag: u32) -> usize {
+    let id = if tag == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(u64::from(tag))
+    };
+    id + 9 + 9
 }
 
 /// A message for the registry.
@@ -260,8 +268,9 @@ mod tests {
             assert_eq!(ids, ["dev-3", "dev-4", "dev-5"]);
             for t in &batch.telemetry {
                 assert_eq!(t.points.len(), MAX_POINTS_PER_DEVICE);
-                for (p, tag) in t.points.iter().zip(TAGS) {
-                    assert_eq!(p.tag, tag);
+                for (p, tag) in t.points.iter().zip(0u32..) {
+                    assert_eq!(p.tag_id, tag);
+                    assert!(p.tag.is_empty());
                     assert_eq!(p.time_unix_nano, 1_795_656_600_000_000_000);
                     assert!(matches!(p.value, Some(point::Value::DoubleValue(_))));
                 }

@@ -1,6 +1,7 @@
 //! Batches encoded as they are built: each reading is written straight into
-//! its device's protobuf buffer (no `Point` message, no tag-name `String`
-//! per point), and sealing lays the buffers out as one `Batch`. Buffers are
+//! its device's protobuf buffer (no `Point` message; the tag goes as its
+//! small integer id in the device's announced table, `Point.tag_id`, never
+//! as its name), and sealing lays the buffers out as one `Batch`. Buffers are
 //! kept between batches, so a steady stream allocates nothing per point; a
 //! device's buffer is found once per run of its readings ([`DeviceSlot`]),
 //! through a table indexed by the device's dense index, not per point.
@@ -23,8 +24,8 @@ const KEY_BATCH_TELEMETRY: u8 = (4 << 3) | 2;
 const KEY_DEVICE_ID: u8 = (1 << 3) | 2;
 /// `DeviceTelemetry.points`, field 2, length-delimited.
 const KEY_POINTS: u8 = (2 << 3) | 2;
-/// `Point.tag`, field 1, length-delimited.
-const KEY_TAG: u8 = (1 << 3) | 2;
+/// `Point.tag_id`, field 9, varint.
+const KEY_TAG_ID: u8 = 9 << 3;
 /// `Point.time_unix_nano`, field 2, fixed64.
 const KEY_TIME: u8 = (2 << 3) | 1;
 /// `Point.quality`, field 3, varint.
@@ -107,11 +108,10 @@ impl BatchBuilder {
         self.head.statuses.push(status);
     }
 
-    /// Adds one point of `device` (dense index, id `device_id`) for tag
-    /// `tag_name`.
+    /// Adds one point of `device` (dense index, id `device_id`).
     #[cfg(test)]
-    pub(crate) fn point(&mut self, device: u32, device_id: &str, tag_name: &str, r: &Reading) {
-        self.device(device, device_id).point(tag_name, r);
+    pub(crate) fn point(&mut self, device: u32, device_id: &str, r: &Reading) {
+        self.device(device, device_id).point(r);
     }
 
     /// The buffer of `device` (dense index, id `device_id`), to add a run of
@@ -198,11 +198,12 @@ pub(crate) struct DeviceSlot<'a> {
 }
 
 impl DeviceSlot<'_> {
-    /// Adds one point for tag `tag_name`.
-    pub(crate) fn point(&mut self, tag_name: &str, r: &Reading) {
+    /// Adds one point; its tag is `r.tag`, an id in the device's announced
+    /// table (the caller checked it is in the table).
+    pub(crate) fn point(&mut self, r: &Reading) {
         let buf = &mut *self.buf;
         let before = buf.points.len();
-        write_point(&mut buf.points, tag_name, r);
+        write_point(&mut buf.points, r);
         *self.bytes += buf.points.len() - before;
         *self.points += 1;
         if let Some(offset) = self.ledger_offset
@@ -218,10 +219,15 @@ impl DeviceSlot<'_> {
 }
 
 /// Writes one `DeviceTelemetry.points` entry: key, length, `Point`.
-fn write_point(out: &mut Vec<u8>, tag: &str, r: &Reading) {
+fn write_point(out: &mut Vec<u8>, r: &Reading) {
     let time = u64::try_from(r.time).unwrap_or(0);
     let quality = r.quality as i32 as u64;
-    let mut len = 1 + encoded_len_varint(tag.len() as u64) + tag.len();
+    let tag = u64::from(r.tag);
+    // proto3 leaves zero-valued scalars out, as prost does.
+    let mut len = 0;
+    if tag != 0 {
+        len += 1 + encoded_len_varint(tag);
+    }
     if time != 0 {
         len += 9;
     }
@@ -238,9 +244,10 @@ fn write_point(out: &mut Vec<u8>, tag: &str, r: &Reading) {
     };
     out.push(KEY_POINTS);
     encode_varint(len as u64, out);
-    out.push(KEY_TAG);
-    encode_varint(tag.len() as u64, out);
-    out.extend_from_slice(tag.as_bytes());
+    if tag != 0 {
+        out.push(KEY_TAG_ID);
+        encode_varint(tag, out);
+    }
     if time != 0 {
         out.push(KEY_TIME);
         out.extend_from_slice(&time.to_le_bytes());
@@ -285,10 +292,10 @@ mod tests {
     use super::*;
     use crate::device::DeviceHandle;
 
-    fn reading(time: i64, quality: Quality, value: Option<Value>) -> Reading {
+    fn reading(tag: u32, time: i64, quality: Quality, value: Option<Value>) -> Reading {
         Reading {
             device: DeviceHandle(0),
-            tag: 0,
+            tag,
             time,
             quality,
             value,
@@ -344,10 +351,12 @@ mod tests {
             } else {
                 1_700_000_000_000_000_000 + i as i64
             };
-            let tag = format!("tag-{i}");
-            builder.point(device, id, &tag, &reading(time, quality, value.clone()));
+            // Ids 0 (left out on the wire), 1-byte and 2-byte varints.
+            let tag = [0, 1, 127, 128, 300][i % 5];
+            builder.point(device, id, &reading(tag, time, quality, value.clone()));
             telemetry[device as usize].points.push(proto::Point {
-                tag,
+                tag: String::new(),
+                tag_id: tag,
                 time_unix_nano: time as u64,
                 quality: quality as i32,
                 value: value.clone(),
@@ -375,8 +384,7 @@ mod tests {
         builder.point(
             1,
             "b",
-            "x",
-            &reading(9, Quality::Good, Some(Value::BoolValue(true))),
+            &reading(2, 9, Quality::Good, Some(Value::BoolValue(true))),
         );
         let bytes = builder.seal(|d| ids.get(d as usize).copied(), |_, _, _| {});
         let decoded = proto::Batch::decode(bytes.as_slice()).unwrap();

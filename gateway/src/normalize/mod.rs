@@ -218,16 +218,17 @@ impl Normalizer {
         let mut slot = None;
         let mut undeclared = 0u64;
         for r in run {
-            let Some(tag) = known.tags.get(r.tag as usize) else {
+            // The registry rejects ids outside the announced table.
+            if r.tag as usize >= known.tags.len() {
                 undeclared += 1;
                 continue;
-            };
+            }
             // The device gets a buffer only once it has a point to put in it.
             if slot.is_none() {
                 slot = Some(builder.device(device, &known.id));
             }
             if let Some(slot) = slot.as_mut() {
-                slot.point(&tag.name, r);
+                slot.point(r);
             }
         }
         if undeclared > 0 {

@@ -138,7 +138,8 @@ mod tests {
             telemetry: vec![proto::DeviceTelemetry {
                 device_id: "d".into(),
                 points: vec![Point {
-                    tag: "t".into(),
+                    tag: String::new(),
+                    tag_id: 4,
                     time_unix_nano: 9,
                     quality: 0,
                     value: Some(Value::IntValue(-3)),

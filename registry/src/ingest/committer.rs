@@ -65,7 +65,7 @@ impl Pending {
         c.announces.len()
             + c.statuses.len()
             + c.retires.len()
-            + c.telemetry.iter().map(|t| t.days.len()).sum::<usize>()
+            + c.telemetry.iter().map(|t| c.days(t).len()).sum::<usize>()
     }
 }
 
@@ -294,12 +294,12 @@ impl<'a> Planner<'a> {
             return;
         }
         self.sequences.insert(stream.key.clone(), pending.sequence);
-        let checked = std::mem::take(&mut pending.checked);
+        let mut checked = std::mem::take(&mut pending.checked);
         let mut ack = Ack {
             sequence: pending.sequence,
             rejected_points: checked.rejected_points,
             bad_quality_points: checked.bad_quality_points,
-            rejections: checked.rejections,
+            rejections: std::mem::take(&mut checked.rejections),
             ..Ack::default()
         };
         for r in &ack.rejections {
@@ -307,35 +307,39 @@ impl<'a> Planner<'a> {
                 .rejected
                 .push((r.reason(), u64::from(r.count.max(1))));
         }
-        for a in checked.announces {
+        for a in std::mem::take(&mut checked.announces) {
             self.announce(&stream, a, &mut ack);
         }
-        for s in checked.statuses {
+        for s in std::mem::take(&mut checked.statuses) {
             self.status(&stream, s, &mut ack);
         }
-        for (id, reason) in checked.retires {
+        for (id, reason) in std::mem::take(&mut checked.retires) {
             self.retire(&stream, &id, &reason, &mut ack);
         }
-        for t in checked.telemetry {
-            match self.own_device(&stream, &t.id, &mut ack, t.points) {
-                Some((index, slot)) if !slot.retired => {
-                    for (day, stats) in t.days {
+        for t in &checked.telemetry {
+            let id = checked.id(t);
+            match self.own_device(&stream, id, &mut ack, t.points) {
+                Some((_, slot)) if slot.retired => {
+                    let detail = format!("device `{id}` is retired");
+                    self.rejection(&mut ack, id, RejectReason::UnknownDevice, detail, t.points);
+                }
+                Some((_, slot)) if t.max_tag.is_some_and(|tag| tag >= slot.tags) => {
+                    let detail = format!(
+                        "{} point(s) of device `{id}` rejected: tag id {} is not in its announced table of {} tag(s)",
+                        t.points,
+                        t.max_tag.unwrap_or(0),
+                        slot.tags
+                    );
+                    self.rejection(&mut ack, id, RejectReason::UnknownTag, detail, t.points);
+                }
+                Some((index, _)) => {
+                    for (day, stats) in checked.days(t) {
                         self.deltas
-                            .entry((day, index))
-                            .and_modify(|s| s.merge(&stats))
-                            .or_insert(stats);
+                            .entry((*day, index))
+                            .and_modify(|s| s.merge(stats))
+                            .or_insert(*stats);
                     }
                     ack.accepted_points += t.points;
-                }
-                Some(_) => {
-                    let detail = format!("device `{}` is retired", t.id);
-                    self.rejection(
-                        &mut ack,
-                        &t.id,
-                        RejectReason::UnknownDevice,
-                        detail,
-                        t.points,
-                    );
                 }
                 None => {}
             }
@@ -355,7 +359,7 @@ impl<'a> Planner<'a> {
         });
         if matches!(
             reason,
-            RejectReason::UnknownDevice | RejectReason::OtherTenant
+            RejectReason::UnknownDevice | RejectReason::OtherTenant | RejectReason::UnknownTag
         ) {
             ack.rejected_points += n;
         }
@@ -410,6 +414,7 @@ impl<'a> Planner<'a> {
                     retired: false,
                     tenant: stream.tenant,
                     gateway: stream.gateway,
+                    tags: 0,
                     first_seen: self.now,
                     last_point: 0,
                     status_time: 0,
@@ -424,8 +429,12 @@ impl<'a> Planner<'a> {
             slot.cloud = stream.cloud;
             slot.gateway = stream.gateway;
             slot.retired = false;
+            // Tables only grow (ids stay stable); an older announce replayed
+            // from a backlog must not shrink what points may use.
+            slot.tags = slot.tags.max(a.tags);
             self.set_slot(index, slot);
         }
+        let tags = self.slot(index).map_or(a.tags, |s| s.tags);
         self.plan.commit.devices.push(DeviceRecord {
             id: a.id,
             index,
@@ -440,6 +449,7 @@ impl<'a> Planner<'a> {
             gateway_id: stream.gateway_id.clone(),
             first_seen,
             retired: false,
+            tags,
         });
     }
 
@@ -496,7 +506,15 @@ impl<'a> Planner<'a> {
         let mut deltas: Vec<DayDelta> = self
             .deltas
             .into_iter()
-            .map(|((day, index), stats)| DayDelta { day, index, stats })
+            .map(|((day, index), stats)| DayDelta {
+                day,
+                index,
+                stats,
+                fresh: !self
+                    .counters
+                    .day(day)
+                    .is_some_and(|set| set.devices.contains(index)),
+            })
             .collect();
         deltas.sort_unstable_by_key(|d| (d.day, d.index));
         self.plan.commit.day_deltas = deltas;

@@ -3,11 +3,13 @@
 //! so the single committer only handles one entry per device and day.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Duration;
 
 use fieldlink_model::proto::{self, RejectReason, Rejection, device_status::State};
 use fieldlink_model::{Category, Day, DeviceClass, Protocol, UtcOffset, validate_device_id};
 
+use super::lean::{LeanBatch, LeanPoint};
 use crate::store::DayStats;
 
 /// A checked device announcement.
@@ -20,6 +22,8 @@ pub(crate) struct Announce {
     pub(crate) name: String,
     pub(crate) endpoint: String,
     pub(crate) attributes: BTreeMap<String, String>,
+    /// Entries of its tag table: points' tag ids must be below.
+    pub(crate) tags: u32,
 }
 
 /// A checked status change.
@@ -31,12 +35,17 @@ pub(crate) struct StatusChange {
     pub(crate) reason: String,
 }
 
-/// One device's accepted points of a batch, folded per day.
+/// One device's accepted points of a batch, folded per day. Its id and
+/// days are ranges of the batch's [`Checked::ids`] and [`Checked::days`]:
+/// no allocation per device.
 #[derive(Debug, Clone)]
 pub(crate) struct DevicePoints {
-    pub(crate) id: String,
+    id: Range<usize>,
     pub(crate) points: u64,
-    pub(crate) days: Vec<(Day, DayStats)>,
+    days: Range<usize>,
+    /// The highest tag id among the points (points that named their tag,
+    /// as old spools hold, are not checked), if any.
+    pub(crate) max_tag: Option<u32>,
 }
 
 /// What a batch asks for, checked.
@@ -46,10 +55,41 @@ pub(crate) struct Checked {
     pub(crate) statuses: Vec<StatusChange>,
     pub(crate) retires: Vec<(String, String)>,
     pub(crate) telemetry: Vec<DevicePoints>,
+    /// Device ids of `telemetry`, end to end.
+    ids: String,
+    /// Days of `telemetry`.
+    days: Vec<(Day, DayStats)>,
     pub(crate) rejections: Vec<Rejection>,
     pub(crate) rejected_points: u64,
     /// Points without a value (quality BAD): acknowledged, not counted.
     pub(crate) bad_quality_points: u64,
+}
+
+impl Checked {
+    /// The id of a device of `telemetry`.
+    pub(crate) fn id(&self, device: &DevicePoints) -> &str {
+        self.ids.get(device.id.clone()).unwrap_or("")
+    }
+
+    /// The days of a device of `telemetry`.
+    pub(crate) fn days(&self, device: &DevicePoints) -> &[(Day, DayStats)] {
+        self.days.get(device.days.clone()).unwrap_or(&[])
+    }
+
+    /// Adds accepted points of device `id` on `day` with tag ids up to
+    /// `max_tag` (for tests that build checked batches by hand).
+    #[cfg(test)]
+    pub(crate) fn add_points(&mut self, id: &str, day: Day, stats: DayStats, max_tag: u32) {
+        let (id_start, days_start) = (self.ids.len(), self.days.len());
+        self.ids.push_str(id);
+        self.days.push((day, stats));
+        self.telemetry.push(DevicePoints {
+            id: id_start..self.ids.len(),
+            points: stats.points,
+            days: days_start..self.days.len(),
+            max_tag: Some(max_tag),
+        });
+    }
 }
 
 /// The window a point's time must fall in.
@@ -82,7 +122,7 @@ fn reject(out: &mut Checked, device_id: &str, reason: RejectReason, detail: Stri
 }
 
 /// Checks `batch` against the code lists and the time window.
-pub(crate) fn check(batch: proto::Batch, window: Window) -> Checked {
+pub(crate) fn check(batch: LeanBatch, window: Window) -> Checked {
     let mut out = Checked::default();
     for a in batch.announces {
         if let Some(announce) = check_announce(&mut out, a) {
@@ -125,8 +165,8 @@ pub(crate) fn check(batch: proto::Batch, window: Window) -> Checked {
     for r in batch.retires {
         out.retires.push((r.device_id, r.reason));
     }
-    for t in batch.telemetry {
-        check_points(&mut out, t, window);
+    for (id, points) in batch.telemetry.devices() {
+        check_points(&mut out, id, points, window);
     }
     out
 }
@@ -197,19 +237,21 @@ fn check_announce(out: &mut Checked, a: proto::DeviceAnnounce) -> Option<Announc
         name: a.name,
         endpoint: a.endpoint,
         attributes: a.attributes.into_iter().collect(),
+        tags: u32::try_from(a.tags.len()).unwrap_or(u32::MAX),
     })
 }
 
-fn check_points(out: &mut Checked, t: proto::DeviceTelemetry, window: Window) {
-    let mut days: Vec<(Day, DayStats)> = Vec::new();
+fn check_points(out: &mut Checked, device_id: &str, points: &[LeanPoint], window: Window) {
+    let days_start = out.days.len();
     let (mut too_old, mut in_future) = (0u32, 0u32);
     let (mut oldest, mut newest) = (i64::MAX, i64::MIN);
-    for point in &t.points {
+    let mut max_tag: Option<u32> = None;
+    for point in points {
         if point.quality == proto::Quality::Bad as i32 {
             out.bad_quality_points += 1;
             continue;
         }
-        let time = i64::try_from(point.time_unix_nano).unwrap_or(i64::MAX);
+        let time = i64::try_from(point.time).unwrap_or(i64::MAX);
         if time < window.earliest {
             too_old += 1;
             oldest = oldest.min(time);
@@ -220,11 +262,14 @@ fn check_points(out: &mut Checked, t: proto::DeviceTelemetry, window: Window) {
             newest = newest.max(time);
             continue;
         }
+        if !point.named {
+            max_tag = Some(max_tag.map_or(point.tag, |m| m.max(point.tag)));
+        }
         let day = Day::of(time, window.offset);
         // Points of a batch nearly always fall on one day: a short scan.
-        match days.iter_mut().find(|(d, _)| *d == day) {
+        match out.days[days_start..].iter_mut().find(|(d, _)| *d == day) {
             Some((_, stats)) => stats.merge(&DayStats::point(time)),
-            None => days.push((day, DayStats::point(time))),
+            None => out.days.push((day, DayStats::point(time))),
         }
     }
     let show = |nanos: i64| fieldlink_model::LocalTime {
@@ -237,7 +282,7 @@ fn check_points(out: &mut Checked, t: proto::DeviceTelemetry, window: Window) {
             show(oldest),
             show(window.earliest)
         );
-        reject(out, &t.device_id, RejectReason::TooOld, detail, too_old);
+        reject(out, device_id, RejectReason::TooOld, detail, too_old);
         out.rejected_points += u64::from(too_old);
     }
     if in_future > 0 {
@@ -246,15 +291,18 @@ fn check_points(out: &mut Checked, t: proto::DeviceTelemetry, window: Window) {
             show(newest),
             show(window.latest)
         );
-        reject(out, &t.device_id, RejectReason::InFuture, detail, in_future);
+        reject(out, device_id, RejectReason::InFuture, detail, in_future);
         out.rejected_points += u64::from(in_future);
     }
-    let points = days.iter().map(|(_, s)| s.points).sum();
+    let points = out.days[days_start..].iter().map(|(_, s)| s.points).sum();
     if points > 0 {
+        let id_start = out.ids.len();
+        out.ids.push_str(device_id);
         out.telemetry.push(DevicePoints {
-            id: t.device_id,
+            id: id_start..out.ids.len(),
             points,
-            days,
+            days: days_start..out.days.len(),
+            max_tag,
         });
     }
 }
@@ -264,9 +312,21 @@ mod tests {
     use super::*;
     use fieldlink_model::NANOS_PER_SEC;
 
+    fn lean(batch: proto::Batch) -> LeanBatch {
+        use prost::Message;
+        let message = proto::GatewayMessage {
+            body: Some(proto::gateway_message::Body::Batch(batch)),
+        };
+        match super::super::lean::decode(&message.encode_to_vec()) {
+            Ok(super::super::lean::Inbound::Batch(batch)) => batch,
+            other => panic!("not a batch: {other:?}"),
+        }
+    }
+
     fn point(t: i64) -> proto::Point {
         proto::Point {
-            tag: "x".into(),
+            tag: String::new(),
+            tag_id: 3,
             time_unix_nano: t as u64,
             quality: 0,
             value: Some(proto::point::Value::DoubleValue(1.0)),
@@ -308,12 +368,15 @@ mod tests {
             }],
             ..Default::default()
         };
-        let checked = check(batch, window);
+        let checked = check(lean(batch), window);
         let d = &checked.telemetry[0];
+        assert_eq!(checked.id(d), "d");
         assert_eq!(d.points, 3);
-        assert_eq!(d.days.len(), 2);
-        assert_eq!(d.days[0].0, day.plus(-1));
-        assert_eq!(d.days[1].1.points, 2);
+        assert_eq!(d.max_tag, Some(3));
+        let days = checked.days(d);
+        assert_eq!(days.len(), 2);
+        assert_eq!(days[0].0, day.plus(-1));
+        assert_eq!(days[1].1.points, 2);
         assert_eq!(checked.rejected_points, 2);
         let reasons: Vec<_> = checked.rejections.iter().map(|r| r.reason()).collect();
         assert_eq!(reasons, [RejectReason::TooOld, RejectReason::InFuture]);
@@ -333,7 +396,7 @@ mod tests {
             ..Default::default()
         };
         let window = Window::around(0, Duration::ZERO, Duration::ZERO, UtcOffset::CHINA);
-        let checked = check(batch, window);
+        let checked = check(lean(batch), window);
         assert_eq!(checked.announces.len(), 1);
         let got: Vec<_> = checked
             .rejections

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::committer::{Pending, StreamCtx, commit_round};
-use super::prepare::{Announce, Checked, DevicePoints, StatusChange};
+use super::prepare::{Announce, Checked, StatusChange};
 use crate::config::{RegistryConfig, Tenant};
 use crate::counters::Counters;
 use crate::store::{DayStats, RedbStore, Store};
@@ -218,6 +218,7 @@ impl Harness {
                     name: "n".into(),
                     endpoint: "e".into(),
                     attributes: Default::default(),
+                    tags: 1,
                 });
                 stream
             }
@@ -244,11 +245,7 @@ impl Harness {
                 stream,
             } => {
                 let day = self.first_day.plus(i32::from(day));
-                checked.telemetry.push(DevicePoints {
-                    id: id(device),
-                    points: 1,
-                    days: vec![(day, DayStats::point(self.now))],
-                });
+                checked.add_points(&id(device), day, DayStats::point(self.now), 0);
                 stream
             }
             _ => unreachable!("only batch items are batched"),

@@ -5,10 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use fieldlink_model::proto::{
-    self, GatewayMessage, HelloAck, RegistryMessage, gateway_message, ingest_server::Ingest,
-    registry_message::Body,
-};
+use fieldlink_model::proto::{self, HelloAck, RegistryMessage, registry_message::Body};
 use fieldlink_model::{Protocol, now_unix_nanos, validate_device_id};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::committer::{Outbound, Pending, StreamCtx};
+use super::lean::Inbound;
 use super::prepare::{Window, check};
 use crate::Shared;
 use crate::config::Tenant;
@@ -84,14 +82,16 @@ fn error(code: proto::error::Code, text: String, sequence: u64) -> Result<Regist
     }))
 }
 
-#[tonic::async_trait]
-impl Ingest for IngestService {
-    type StreamStream = ReceiverStream<Result<RegistryMessage, Status>>;
-
-    async fn stream(
+impl IngestService {
+    /// One gateway session: authenticate, then read its hello and batches
+    /// on a task of its own; the replies are the returned stream.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` without a known tenant token.
+    pub(crate) async fn stream(
         &self,
-        request: Request<Streaming<GatewayMessage>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+        request: Request<Streaming<Inbound>>,
+    ) -> Result<Response<ReceiverStream<Result<RegistryMessage, Status>>>, Status> {
         let tenant = self.authenticate(&request)?;
         let peer = request.remote_addr();
         let inbound = request.into_inner();
@@ -141,11 +141,9 @@ async fn forward(
 }
 
 impl Session {
-    async fn run(self, mut inbound: Streaming<GatewayMessage>, peer: Option<std::net::SocketAddr>) {
+    async fn run(self, mut inbound: Streaming<Inbound>, peer: Option<std::net::SocketAddr>) {
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(GatewayMessage {
-                body: Some(gateway_message::Body::Hello(hello)),
-            }))) => hello,
+            Ok(Ok(Some(Inbound::Hello(hello)))) => hello,
             Ok(Ok(Some(_))) => {
                 return self.fail(
                     proto::error::Code::Protocol,
@@ -234,7 +232,7 @@ impl Session {
 
     async fn read_batches(
         &self,
-        inbound: &mut Streaming<GatewayMessage>,
+        inbound: &mut Streaming<Inbound>,
         ctx: &Arc<StreamCtx>,
         superseded: &CancellationToken,
     ) {
@@ -254,9 +252,7 @@ impl Session {
                 next = inbound.message() => next,
             };
             let batch = match next {
-                Ok(Some(GatewayMessage {
-                    body: Some(gateway_message::Body::Batch(batch)),
-                })) => batch,
+                Ok(Some(Inbound::Batch(batch))) => batch,
                 Ok(Some(_)) => {
                     let text = "only Batch messages may follow the Hello".to_owned();
                     return self.fail(proto::error::Code::Protocol, text, 0);

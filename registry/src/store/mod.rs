@@ -57,6 +57,11 @@ pub struct DeviceRecord {
     /// Taken out of service: not counted as registered.
     #[serde(default)]
     pub retired: bool,
+    /// Entries of its announced tag table (the ids its points may carry).
+    /// The names stay with the gateway: nothing the registry counts or
+    /// shows reads them.
+    #[serde(default)]
+    pub tags: u32,
 }
 
 /// Last reported session state of a device.
@@ -108,6 +113,10 @@ pub struct DayDelta {
     pub index: u32,
     /// What to merge in.
     pub stats: DayStats,
+    /// A hint: the live day set does not hold the pair yet, so the store
+    /// most likely has no row for it and may write without reading first.
+    /// A store must still merge with a row it does find.
+    pub fresh: bool,
 }
 
 /// One atomic group of changes.

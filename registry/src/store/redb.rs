@@ -111,14 +111,27 @@ impl Store for RedbStore {
             for delta in &commit.day_deltas {
                 let key = day_key(delta.day, delta.index);
                 let mut stats = delta.stats;
-                if let Some(old) = days.get(key).map_err(db_err)? {
-                    let (points, first, last) = old.value();
-                    stats.merge(&DayStats {
-                        points,
-                        first,
-                        last,
-                    });
-                }
+                // A fresh pair is one B-tree descent: insert, and merge only
+                // if a row was there after all (the hint is never trusted).
+                let old = if delta.fresh {
+                    days.insert(key, (stats.points, stats.first, stats.last))
+                        .map_err(db_err)?
+                        .map(|old| old.value())
+                } else {
+                    days.get(key).map_err(db_err)?.map(|old| old.value())
+                };
+                let Some((points, first, last)) = old else {
+                    if !delta.fresh {
+                        days.insert(key, (stats.points, stats.first, stats.last))
+                            .map_err(db_err)?;
+                    }
+                    continue;
+                };
+                stats.merge(&DayStats {
+                    points,
+                    first,
+                    last,
+                });
                 days.insert(key, (stats.points, stats.first, stats.last))
                     .map_err(db_err)?;
             }
@@ -228,6 +241,7 @@ impl Store for RedbStore {
                     first,
                     last,
                 },
+                fresh: false,
             });
         }
         Ok(())
@@ -251,6 +265,7 @@ impl Store for RedbStore {
                         first,
                         last,
                     },
+                    fresh: false,
                 });
             }
             day = day.plus(1);
@@ -309,6 +324,7 @@ mod tests {
             gateway_id: "gw".to_owned(),
             first_seen: 5,
             retired: false,
+            tags: 3,
         }
     }
 
@@ -348,6 +364,7 @@ mod tests {
                         first: 100,
                         last: 200,
                     },
+                    fresh: true,
                 }],
                 streams: vec![("t/gw/s".into(), 4)],
             };
@@ -361,6 +378,8 @@ mod tests {
                         first: 50,
                         last: 150,
                     },
+                    // A wrong hint must not lose the stored figures.
+                    fresh: true,
                 }],
                 streams: vec![("t/gw/s".into(), 5)],
                 ..Commit::default()

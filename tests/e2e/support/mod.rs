@@ -315,7 +315,11 @@ pub fn announce(id: &str, class: &str, category: &str, protocol: &str) -> Device
         protocol: protocol.into(),
         endpoint: "127.0.0.1:502".into(),
         attributes: Default::default(),
-        tags: Vec::new(),
+        tags: vec![proto::TagDescriptor {
+            name: "value".into(),
+            r#type: "double".into(),
+            unit: String::new(),
+        }],
     }
 }
 
@@ -334,7 +338,8 @@ pub fn points(id: &str, times: &[i64]) -> DeviceTelemetry {
         points: times
             .iter()
             .map(|t| Point {
-                tag: "value".into(),
+                tag: String::new(),
+                tag_id: 0,
                 time_unix_nano: *t as u64,
                 quality: 0,
                 value: Some(proto::point::Value::DoubleValue(1.5)),

@@ -2,13 +2,17 @@
 //! ids), their attributes as small codes, their session state, the gateways
 //! that connect them, and per day the exact set of devices that reported.
 //!
-//! Memory per device is a map entry (id → index) plus one [`Slot`] of 40
-//! bytes; names, types and attributes stay in the store. Per-day distinct sets
+//! Memory per device is its id once in an arena plus about 13 bytes of
+//! index ([`ids`]) and one [`Slot`] of 40 bytes in a paged array
+//! ([`paged`]); names, types, attributes and tag names stay in the store. Per-day distinct sets
 //! are roaring bitmaps over the dense indexes (about one bit per reporting
 //! device and day when dense). Only the committer mutates devices and days of
 //! a [`Counters`]; every such change also updates its [`ReadModel`], so the
 //! HTTP side reads figures under a shared lock held for O(gateways × cells),
 //! never a pass over the devices.
+
+mod ids;
+mod paged;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use crate::read_model::ReadModel;
 use crate::store::{DayDelta, DeviceRecord, DeviceStatusRecord};
 use crate::tally::Tally;
+use ids::DeviceIds;
+use paged::PagedVec;
 
 /// A device's attributes and state, packed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +45,8 @@ pub struct Slot {
     pub tenant: u16,
     /// Interned gateway.
     pub gateway: u32,
+    /// Entries of its announced tag table: its points' tag ids are below.
+    pub tags: u32,
     /// First heard of (ns).
     pub first_seen: i64,
     /// Latest accepted point time (ns), 0 for none.
@@ -112,8 +120,8 @@ impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
 /// The live registry state.
 #[derive(Debug)]
 pub struct Counters {
-    ids: HashMap<Box<str>, u32>,
-    slots: Vec<Slot>,
+    ids: DeviceIds,
+    slots: PagedVec<Slot>,
     tenant_names: Vec<String>,
     tenant_ids: Interner<String>,
     gateways: Vec<GatewayState>,
@@ -135,8 +143,8 @@ impl Counters {
     /// An empty state.
     pub fn new(offset: UtcOffset, grace_nanos: i64, now: i64) -> Self {
         Counters {
-            ids: HashMap::default(),
-            slots: Vec::new(),
+            ids: DeviceIds::default(),
+            slots: PagedVec::default(),
             tenant_names: Vec::new(),
             tenant_ids: Interner::default(),
             gateways: Vec::new(),
@@ -159,12 +167,17 @@ impl Counters {
 
     /// True when no device was ever announced.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.slots.len() == 0
     }
 
     /// The index of a device id.
     pub fn index_of(&self, id: &str) -> Option<u32> {
-        self.ids.get(id).copied()
+        self.ids.get(id)
+    }
+
+    /// The id of an index.
+    pub fn id_of(&self, index: u32) -> Option<&str> {
+        self.ids.id(index)
     }
 
     /// The slot of an index.
@@ -173,8 +186,8 @@ impl Counters {
     }
 
     /// Every slot, by index.
-    pub fn slots(&self) -> &[Slot] {
-        &self.slots
+    pub fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter()
     }
 
     /// The next index a new device gets.
@@ -300,7 +313,7 @@ impl Counters {
     /// Adds a new device; its index must be [`Counters::next_index`].
     pub fn push_device(&mut self, id: &str, slot: Slot) -> u32 {
         let index = self.next_index();
-        self.ids.insert(id.into(), index);
+        self.ids.insert(id, Some(index));
         // No day set holds an index without a slot (see `mark_reported`).
         self.model.add_slot(&slot);
         self.slots.push(slot);
@@ -388,12 +401,13 @@ impl Counters {
             retired: record.retired,
             tenant,
             gateway,
+            tags: record.tags,
             first_seen: record.first_seen,
             last_point: 0,
             status_time: 0,
         };
         self.set_slot(record.index, slot);
-        self.ids.insert(record.id.as_str().into(), record.index);
+        self.ids.insert(&record.id, Some(record.index));
     }
 
     /// Loads one stored status (at start-up).
@@ -415,6 +429,7 @@ fn placeholder_slot() -> Slot {
         retired: true,
         tenant: u16::MAX,
         gateway: u32::MAX,
+        tags: 0,
         first_seen: 0,
         last_point: 0,
         status_time: 0,
@@ -435,6 +450,7 @@ mod tests {
             retired: false,
             tenant: 0,
             gateway,
+            tags: 1,
             first_seen: 1,
             last_point: 0,
             status_time: 0,
@@ -449,6 +465,7 @@ mod tests {
             day: Day(day),
             index,
             stats: DayStats::point(t),
+            fresh: false,
         };
         assert!(c.mark_reported(&delta(10, 5)));
         assert!(!c.mark_reported(&delta(10, 9)));
