@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +21,7 @@ use fieldlink_broker::ingress::{Ingress, shard};
 use fieldlink_gateway::GatewayConfig;
 use fieldlink_gateway::driver::Resources;
 use tokio::process::{Child, Command};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Shortest and longest wait before a shard that exited is started again.
@@ -47,7 +50,6 @@ pub(crate) async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
     let Some(ingress) = settings.ingress.clone() else {
         anyhow::bail!("{}: no [ingress] section", args.config.display());
     };
-    let listener = shard::bind_shared(ingress.listen).context("cannot listen")?;
     let metrics =
         match ingress
             .metrics
@@ -59,15 +61,22 @@ pub(crate) async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
             None => None,
         };
     let ingress_server = Ingress::new(settings, ingress.max_connections);
+    let links = LinksOpened::default();
     let resources = Resources {
         embedded_mqtt: Some({
             let handle = ingress_server.handle();
-            crate::broker_cmd::link_factory(move |filter| handle.link(filter))
+            let links = links.clone();
+            crate::broker_cmd::link_factory(move |filter| {
+                let link = handle.link(filter);
+                links.opened();
+                link
+            })
         }),
     };
+    let mut links_expected = 0;
     let base = args.config.parent().unwrap_or(Path::new("."));
     let stop_gateways = CancellationToken::new();
-    let mut gateways = Vec::new();
+    let mut gateways = tokio::task::JoinSet::new();
     for path in &ingress.gateways {
         let path = base.join(path);
         let mut config = GatewayConfig::from_file(&path)?;
@@ -80,12 +89,30 @@ pub(crate) async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
             }
         }
         let gateway = config.validate().map_err(|e| e.in_file(&path))?;
-        gateways.push(tokio::spawn(fieldlink_gateway::run_with(
+        links_expected += gateway
+            .drivers
+            .iter()
+            .map(|d| d.embedded_links())
+            .sum::<usize>();
+        gateways.spawn(fieldlink_gateway::run_with(
             gateway,
             resources.clone(),
             stop_gateways.clone().cancelled_owned(),
-        )));
+        ));
     }
+    // Devices are taken once every gateway reads its link, so that no
+    // device's first messages (its registration) pass unread; until then
+    // the shards already listening on the port take them.
+    if links_expected > 0 {
+        tokio::select! {
+            () = links.wait_for(links_expected) => {}
+            Some(ended) = gateways.join_next() => {
+                ended?.context("gateway failed")?;
+                anyhow::bail!("a gateway stopped before it opened its link");
+            }
+        }
+    }
+    let listener = shard::bind_shared(ingress.listen).context("cannot listen")?;
     crate::say(format_args!(
         "ingress shard {} listening: mqtt={} (max {} connections), {} gateway(s)",
         args.index,
@@ -105,8 +132,8 @@ pub(crate) async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
         .await
         .context("ingress failed")?;
     stop_gateways.cancel();
-    for gateway in gateways {
-        gateway.await?.context("gateway failed")?;
+    while let Some(gateway) = gateways.join_next().await {
+        gateway?.context("gateway failed")?;
     }
     Ok(())
 }
@@ -178,6 +205,28 @@ async fn keep_running(config: PathBuf, index: usize, stop: CancellationToken) {
                 }
                 return;
             }
+        }
+    }
+}
+
+/// How many in-process links the shard's gateways have opened.
+#[derive(Debug, Clone, Default)]
+struct LinksOpened(Arc<(AtomicUsize, Notify)>);
+
+impl LinksOpened {
+    fn opened(&self) {
+        self.0.0.fetch_add(1, Ordering::SeqCst);
+        self.0.1.notify_waiters();
+    }
+
+    /// Returns once `n` links have been opened.
+    async fn wait_for(&self, n: usize) {
+        loop {
+            let notified = self.0.1.notified();
+            if self.0.0.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            notified.await;
         }
     }
 }

@@ -173,6 +173,14 @@ pub trait DriverInstance: Send + Sync + std::fmt::Debug + 'static {
     /// Devices it serves from config (discovered ones come on top).
     fn device_count(&self) -> usize;
 
+    /// In-process links it opens to the embedded broker
+    /// ([`Resources::embedded_mqtt`]) once running: a process that hosts
+    /// the broker waits for them before it takes device connections, so
+    /// that no device's first messages pass before the driver listens.
+    fn embedded_links(&self) -> usize {
+        0
+    }
+
     /// Serves devices until `ctx.shutdown`; returns once its tasks have
     /// stopped.
     fn run(self: Arc<Self>, ctx: DriverContext) -> BoxRun;

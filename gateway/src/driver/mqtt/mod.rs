@@ -119,6 +119,13 @@ impl MqttDriver {
 }
 
 impl DriverInstance for MqttDriver {
+    fn embedded_links(&self) -> usize {
+        usize::from(matches!(
+            self.config.broker.target,
+            crate::driver::mqtt_source::Target::Embedded
+        ))
+    }
+
     fn device_count(&self) -> usize {
         self.config.devices.len()
     }

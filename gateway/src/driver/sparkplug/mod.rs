@@ -138,6 +138,13 @@ impl SparkplugDriver {
 }
 
 impl DriverInstance for SparkplugDriver {
+    fn embedded_links(&self) -> usize {
+        usize::from(matches!(
+            self.config.broker.target,
+            crate::driver::mqtt_source::Target::Embedded
+        ))
+    }
+
     fn device_count(&self) -> usize {
         0
     }
