@@ -48,8 +48,8 @@ pub(crate) struct FleetSetup {
     pub(crate) opcua: OpcUaOptions,
     /// Faults and growth of the MQTT faces' devices.
     pub(crate) controls: Controls,
-    /// MQTT JSON devices are lean clients (one login per tenant, shard
-    /// processes past [`LEAN_SHARD_SIZE`]), and the fleet's own broker
+    /// MQTT JSON devices are lean clients (one login per tenant, in shard
+    /// processes of [`LEAN_SHARD_SIZE`] devices), and the fleet's own broker
     /// brings the lean ingress on `ingress_listen`, whose shards run the
     /// gateways.
     pub(crate) lean: bool,
@@ -395,7 +395,7 @@ impl RunningFaces {
 }
 
 /// Starts the lean devices of `plan` against `broker`, in shards of this
-/// binary (`sim mqtt-shard`) past [`LEAN_SHARD_SIZE`].
+/// binary (`sim mqtt-shard`) of at most `lean_shard_size` devices each.
 async fn start_lean(
     plan: &FleetPlan,
     broker: &BrokerAddr,

@@ -82,6 +82,11 @@ enum BenchCommand {
     /// asks an audit sample of devices through their own protocol (Modbus, OPC UA, MQTT,
     /// Sparkplug); fails on any difference and prints it.
     Verify(fieldlink_bench::verify::VerifyArgs),
+    /// Ramp a lean fleet of MQTT devices (up to a million, each its own connection from
+    /// its own 127.x.y.z address) through the lean ingress into a registry, hold it, verify
+    /// the counts; then hold the same fleet on mosquitto shards; connects/s, RSS and kernel
+    /// memory per connection, CPU, publish-to-counted latency, and the ratios.
+    Connections(fieldlink_bench::connections::ConnectionsArgs),
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -126,6 +131,9 @@ fn main() -> ExitCode {
             Command::Bench(BenchArgs {
                 bench: BenchCommand::Verify(args),
             }) => fieldlink_bench::verify::run(args).await,
+            Command::Bench(BenchArgs {
+                bench: BenchCommand::Connections(args),
+            }) => fieldlink_bench::connections::run(args).await,
         }
     });
     match result {

@@ -9,6 +9,8 @@
 //! - [`mqtt`]: MQTT JSON device clients through `fieldlink broker` into the
 //!   gateway and the registry, beside the same through mosquitto.
 //!
+//! - [`connections`]: a lean fleet of up to a million MQTT devices ramped
+//!   and held through the lean ingress, then by mosquitto shards.
 //! - [`verify`]: a registry reconciled with a fleet's manifest, exactly.
 //!
 //! [`fleet_broker`] is the broker config of a simulated fleet, shared with
@@ -16,6 +18,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod common;
+pub mod connections;
 pub mod fleet_broker;
 pub mod ingest;
 pub mod modbus;

@@ -30,10 +30,10 @@
 mod broker;
 mod clients;
 mod gateway;
-mod mosquitto;
-mod probe;
+pub(crate) mod mosquitto;
+pub(crate) mod probe;
 mod report;
-mod sys;
+pub(crate) mod sys;
 mod window;
 
 use std::path::{Path, PathBuf};

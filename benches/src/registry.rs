@@ -45,8 +45,22 @@ impl RegistryProcess {
         tenant: Tenant,
         limits: LogLimits,
     ) -> anyhow::Result<RegistryProcess> {
+        let text = config_text(&dir.join("registry-data"), tenant);
+        RegistryProcess::start_with(dir, &text, limits).await
+    }
+
+    /// Writes `config` (a whole registry config) to `dir/registry.toml` and
+    /// starts the registry on it, as [`RegistryProcess::start`].
+    ///
+    /// # Errors
+    /// When the config cannot be written or the registry does not listen.
+    pub(crate) async fn start_with(
+        dir: &Path,
+        config_text: &str,
+        limits: LogLimits,
+    ) -> anyhow::Result<RegistryProcess> {
         let config = dir.join("registry.toml");
-        std::fs::write(&config, config_text(&dir.join("registry-data"), tenant))
+        std::fs::write(&config, config_text)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let registry = RegistryChild::start(&config, START_TIMEOUT, limits).await?;
         let client = reqwest::Client::builder()

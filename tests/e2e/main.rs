@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bench_connections;
 mod bench_ingest;
 mod bench_modbus;
 mod bench_mqtt;

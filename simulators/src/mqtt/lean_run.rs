@@ -251,10 +251,10 @@ impl std::fmt::Debug for LeanRun {
 }
 
 impl LeanRun {
-    /// Starts the MQTT JSON devices of `plan`: here when they are at most
-    /// `shard_size` or no shard command is given, else in
-    /// `ceil(N / shard_size)` shards. Returns once every shard started its
-    /// devices (they connect in the background).
+    /// Starts the MQTT JSON devices of `plan`: in `ceil(N / shard_size)`
+    /// shard processes when a shard command is given, else here. Returns
+    /// once every shard started its devices (they connect in the
+    /// background).
     ///
     /// # Errors
     /// [`SimError::Spec`] (no broker, a tenant without a login) or
@@ -265,7 +265,7 @@ impl LeanRun {
         let devices = range.end - range.start;
         let shard_size = options.shard_size.max(1);
         let command = match options.shard_command {
-            Some(c) if devices > shard_size => c,
+            Some(c) => c,
             _ => {
                 let fleet = LeanFleet::start(plan, range, options.lean)?;
                 return Ok(LeanRun {
