@@ -288,8 +288,7 @@ impl RunningFleet {
         };
         let spec = plan.spec();
         let (exit_tx, exits) = mpsc::unbounded_channel();
-        let mut shards = Vec::new();
-        let mut pending = Vec::new();
+        let mut argv = Vec::new();
         let mut from = range.start;
         while from < range.end {
             let to = from.saturating_add(shard_size).min(range.end);
@@ -303,33 +302,17 @@ impl RunningFleet {
                 to,
                 watch_stdin: true,
             };
-            match spawn_shard(
-                &command,
-                args.to_args(),
-                from..to,
-                shards.len(),
-                exit_tx.clone(),
-            ) {
-                Ok((shard, stdout)) => {
-                    shards.push(shard);
-                    pending.push(stdout);
-                }
-                Err(e) => {
-                    stop_shards(shards).await;
-                    return Err(e);
-                }
-            }
+            argv.push((from..to, args.to_args()));
             from = to;
         }
-        for (shard, stdout) in shards.iter_mut().zip(pending) {
-            match wait_ready(stdout, &shard.range).await {
-                Ok(stdout) => shard.stdout = Some(stdout),
-                Err(e) => {
-                    stop_shards(shards).await;
-                    return Err(e);
-                }
-            }
-        }
+        let shards = start_shards(&command, argv, exit_tx)
+            .await?
+            .into_iter()
+            .map(|(mut shard, stdout)| {
+                shard.stdout = Some(stdout);
+                shard
+            })
+            .collect();
         Ok(RunningFleet {
             mode: Mode::Shards { shards, exits },
             devices,
@@ -409,7 +392,42 @@ impl RunningFleet {
 /// Starts `command` with `argv` for the devices `range`; its exit is sent
 /// on `exit_tx` with `slot`. The shard's stdout is returned apart, for
 /// [`wait_ready`].
-pub(crate) fn spawn_shard(
+/// Spawns one shard of `command` per `(range, argv)`, then waits until
+/// each says it is ready; returns them with their stdout past the ready
+/// line. On any failure the shards already started are stopped.
+pub(crate) async fn start_shards(
+    command: &ShardCommand,
+    argv: Vec<(Range<u32>, Vec<String>)>,
+    exit_tx: mpsc::UnboundedSender<(usize, String)>,
+) -> Result<Vec<(Shard, ChildStdout)>, SimError> {
+    let mut shards = Vec::with_capacity(argv.len());
+    let mut pending = Vec::with_capacity(argv.len());
+    for (range, args) in argv {
+        match spawn_shard(command, args, range, shards.len(), exit_tx.clone()) {
+            Ok((shard, stdout)) => {
+                shards.push(shard);
+                pending.push(stdout);
+            }
+            Err(e) => {
+                stop_shards(shards).await;
+                return Err(e);
+            }
+        }
+    }
+    let mut ready = Vec::with_capacity(pending.len());
+    for (shard, stdout) in shards.iter().zip(pending) {
+        match wait_ready(stdout, &shard.range).await {
+            Ok(stdout) => ready.push(stdout),
+            Err(e) => {
+                stop_shards(shards).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(shards.into_iter().zip(ready).collect())
+}
+
+fn spawn_shard(
     command: &ShardCommand,
     argv: Vec<String>,
     range: Range<u32>,
@@ -471,10 +489,7 @@ pub(crate) fn spawn_shard(
 }
 
 /// Waits for the shard's `ready FROM TO` line; its stdout after it.
-pub(crate) async fn wait_ready(
-    stdout: ChildStdout,
-    range: &Range<u32>,
-) -> Result<ChildStdout, SimError> {
+async fn wait_ready(stdout: ChildStdout, range: &Range<u32>) -> Result<ChildStdout, SimError> {
     let err = |message: String| SimError::Shard {
         from: range.start,
         to: range.end,

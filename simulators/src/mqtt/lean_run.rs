@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use super::broker::Credentials;
 use super::lean::{LeanFleet, LeanOptions};
 use crate::error::SimError;
-use crate::fleet::{Shard, ShardCommand, spawn_shard, stdin_closed, stop_shards, wait_ready};
+use crate::fleet::{Shard, ShardCommand, start_shards, stdin_closed, stop_shards};
 use crate::plan::{FleetPlan, FleetSpec, Mix, ProtocolMix, TenantSpec};
 
 /// Most lean devices one process runs (a socket each; the rest of the
@@ -287,8 +287,7 @@ impl LeanRun {
             })
             .collect::<Vec<_>>();
         let (exit_tx, exits) = mpsc::unbounded_channel();
-        let mut shards = Vec::new();
-        let mut pending = Vec::new();
+        let mut argv = Vec::new();
         let mut from = range.start;
         while from < range.end {
             let to = from.saturating_add(shard_size).min(range.end);
@@ -305,38 +304,17 @@ impl LeanRun {
                 to,
                 watch_stdin: true,
             };
-            match spawn_shard(
-                &command,
-                args.to_args(),
-                from..to,
-                shards.len(),
-                exit_tx.clone(),
-            ) {
-                Ok((shard, stdout)) => {
-                    shards.push(shard);
-                    pending.push(stdout);
-                }
-                Err(e) => {
-                    stop_shards(shards).await;
-                    return Err(e);
-                }
-            }
+            argv.push((from..to, args.to_args()));
             from = to;
         }
+        let mut shards = Vec::new();
         let mut stats = Vec::new();
         let mut readers = Vec::new();
-        for (shard, stdout) in shards.iter_mut().zip(pending) {
-            match wait_ready(stdout, &shard.range).await {
-                Ok(stdout) => {
-                    let figures = Arc::new(ShardStats::default());
-                    stats.push(figures.clone());
-                    readers.push(tokio::spawn(read_stats(stdout, figures)));
-                }
-                Err(e) => {
-                    stop_shards(shards).await;
-                    return Err(e);
-                }
-            }
+        for (shard, stdout) in start_shards(&command, argv, exit_tx).await? {
+            let figures = Arc::new(ShardStats::default());
+            stats.push(figures.clone());
+            readers.push(tokio::spawn(read_stats(stdout, figures)));
+            shards.push(shard);
         }
         Ok(LeanRun {
             mode: Mode::Shards {
