@@ -55,6 +55,8 @@ pub(crate) struct FleetSetup {
     pub(crate) lean: bool,
     /// Where the fleet's own lean ingress listens.
     pub(crate) ingress_listen: SocketAddr,
+    /// Metrics and client API of the ingress's shard K: this port + K.
+    pub(crate) ingress_metrics: Option<SocketAddr>,
     /// Most lean devices per process.
     pub(crate) lean_shard_size: u32,
 }
@@ -76,6 +78,7 @@ impl FleetSetup {
             controls: Controls::default(),
             lean: false,
             ingress_listen: SocketAddr::from(([127, 0, 0, 1], 1884)),
+            ingress_metrics: None,
             lean_shard_size: LEAN_SHARD_SIZE,
         }
     }
@@ -96,6 +99,8 @@ pub(crate) struct RunningFaces {
     lean: Option<LeanRun>,
     /// Shards of the fleet's own lean ingress.
     ingress_shards: usize,
+    /// Their client APIs (`http://HOST:PORT`), when they serve one.
+    ingress_apis: Vec<String>,
     sparkplug: Option<SparkplugFleet>,
 }
 
@@ -216,6 +221,7 @@ impl RunningFaces {
             mqtt: None,
             lean: None,
             ingress_shards: 0,
+            ingress_apis: Vec::new(),
             sparkplug: None,
         };
         if own_ingress {
@@ -226,8 +232,22 @@ impl RunningFaces {
                 setup.ingress_listen,
                 running.files.gateways.clone(),
             )?;
+            let mut config = config;
+            if let Some(i) = config.ingress.as_mut() {
+                i.metrics = setup.ingress_metrics;
+            }
             let written = fleet_broker::write_config(&config, &setup.out)?;
             running.ingress_shards = config.ingress.as_ref().map_or(0, |i| i.shards);
+            running.ingress_apis = config.ingress.as_ref().map_or_else(Vec::new, |i| {
+                i.metrics
+                    .map(|base| {
+                        (0..i.shards)
+                            .filter_map(|k| fieldlink_broker::ingress::shard::metrics_addr(base, k))
+                            .map(|a| format!("http://{a}"))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            });
             running.broker = Some(FleetBroker::start(&config, &written).await?);
         }
         if has(plan, Protocol::ModbusTcp) {
@@ -327,8 +347,16 @@ impl RunningFaces {
         if let Some(l) = &self.lean {
             let via = match self.ingress_shards {
                 0 => format!("at {broker}"),
-                n => format!(
+                n if self.ingress_apis.is_empty() => format!(
                     "through the lean ingress at {broker} ({n} shard process(es), which run the gateway configs)"
+                ),
+                n => format!(
+                    "through the lean ingress at {broker} ({n} shard process(es), which run the gateway configs; for bench verify: {})",
+                    self.ingress_apis
+                        .iter()
+                        .map(|a| format!("--mqtt-api {a}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ),
             };
             lines.push(format!(

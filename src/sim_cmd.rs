@@ -218,6 +218,11 @@ struct LeanFlags {
     /// --broker); --broker-listen is then the broker's own listener.
     #[arg(long, default_value = "127.0.0.1:1884", conflicts_with = "broker")]
     ingress_listen: SocketAddr,
+    /// Where shard K of that ingress serves /metrics and its client API
+    /// (`GET /clients/<tenant>/<client id>`, which `bench verify
+    /// --mqtt-api` asks): this address's port + K.
+    #[arg(long, default_value = "127.0.0.1:9400", conflicts_with = "broker")]
+    ingress_metrics: SocketAddr,
     /// Most lean devices per process (for tests; a process may open 20 000
     /// files).
     #[arg(long, hide = true, default_value_t = fieldlink_sim::mqtt::lean_run::LEAN_SHARD_SIZE)]
@@ -390,6 +395,7 @@ async fn serve(
     if let Some(l) = lean {
         setup.lean = l.is_lean(common.devices);
         setup.ingress_listen = l.ingress_listen;
+        setup.ingress_metrics = Some(l.ingress_metrics);
         setup.lean_shard_size = l.lean_shard_size;
     }
     if let Some(o) = opcua {

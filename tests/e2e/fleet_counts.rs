@@ -420,6 +420,7 @@ async fn a_lean_mqtt_fleet_through_the_ingress_counts_equal_the_manifest() {
         .arg(&out)
         .args(["--broker-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--ingress-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--ingress-metrics", &format!("127.0.0.1:{}", free_port())])
         .args(["--registry", &format!("http://{grpc}")])
         .env("FIELDLINK_LOG", "warn")
         .stdout(Stdio::piped())
@@ -489,6 +490,28 @@ async fn a_lean_mqtt_fleet_through_the_ingress_counts_equal_the_manifest() {
         &["mqtt-json"],
     )
     .await;
+
+    // The fleet names its shards' client API, through which bench verify
+    // audits the devices (the ingress keeps no retained status).
+    let words: Vec<&str> = said.split_whitespace().collect();
+    let apis: Vec<&str> = words
+        .windows(2)
+        .filter(|w| w[0] == "--mqtt-api")
+        .map(|w| w[1].trim_end_matches(')'))
+        .collect();
+    assert_eq!(apis.len(), 1, "{said}");
+    let mut verify = Command::new(env!("CARGO_BIN_EXE_fieldlink"));
+    verify
+        .args(["bench", "verify", "--manifest"])
+        .arg(out.join("manifest.csv"))
+        .args(["--registry", &registry.http, "--audit", "10"]);
+    for api in &apis {
+        verify.args(["--mqtt-api", api]);
+    }
+    let verified = verify.output().unwrap();
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{text}");
+    assert!(text.contains("audit: 10 of 10"), "{text}");
 
     // Two fleet shards and one ingress shard (under the simulator).
     let kids = children(sim_pid);
