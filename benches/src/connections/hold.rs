@@ -6,7 +6,13 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use fieldlink_sim::mqtt::lean_run::LeanRun;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use fieldlink_sim::mqtt::lean::{FleetLogin, LeanOptions};
+use fieldlink_sim::mqtt::lean_run::{LEAN_SHARD_SIZE, LeanRun, LeanRunOptions};
+use fieldlink_sim::{FleetPlan, ShardCommand};
 use serde::Serialize;
 
 use crate::process;
@@ -15,6 +21,37 @@ use crate::process;
 const RAMP_EVERY: Duration = Duration::from_millis(100);
 /// How often the hold reads every count.
 const HOLD_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts the lean fleet of `plan` against `brokers` (device `i` to
+/// `brokers[i % len]`) in shard processes of this binary, its logins in
+/// `dir/mqtt-credentials.csv`, and says so.
+///
+/// # Errors
+/// When a shard cannot start.
+pub(crate) async fn start_fleet(
+    plan: &FleetPlan,
+    brokers: Vec<SocketAddr>,
+    logins: HashMap<String, FleetLogin>,
+    dir: &Path,
+) -> anyhow::Result<LeanRun> {
+    let options = LeanRunOptions {
+        lean: LeanOptions {
+            brokers,
+            logins,
+            interval: plan.spec().interval,
+        },
+        credentials_file: dir.join("mqtt-credentials.csv"),
+        shard_size: LEAN_SHARD_SIZE,
+        shard_command: Some(ShardCommand::current_exe(["sim", "mqtt-shard"])?),
+    };
+    let fleet = LeanRun::start(plan, options).await?;
+    println!(
+        "ramping {} devices from {} fleet process(es) ..",
+        plan.len(),
+        fleet.processes()
+    );
+    Ok(fleet)
+}
 
 /// How the fleet came up.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -10,10 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use fieldlink_sim::mqtt::lean::{FleetLogin, LeanOptions};
-use fieldlink_sim::mqtt::lean_run::{LEAN_SHARD_SIZE, LeanRun, LeanRunOptions};
+use fieldlink_sim::mqtt::lean::FleetLogin;
 use fieldlink_sim::mqtt::{BrokerAddr, Credentials};
-use fieldlink_sim::{FleetPlan, MqttFiles, ShardCommand};
+use fieldlink_sim::{FleetPlan, MqttFiles};
 
 use super::hold::{self, GroupOut};
 use super::kernel::KernelMemory;
@@ -222,26 +221,12 @@ async fn with_broker(
         rss_before_bytes: process::rss_bytes(registry_pid),
         ..GroupOut::default()
     };
-    let options = LeanRunOptions {
-        lean: LeanOptions {
-            brokers: vec![ingress],
-            logins,
-            interval: plan.spec().interval,
-        },
-        credentials_file: setup.dir.join("mqtt-credentials.csv"),
-        shard_size: LEAN_SHARD_SIZE,
-        shard_command: Some(ShardCommand::current_exe(["sim", "mqtt-shard"])?),
-    };
     let cpu = |pids: &[u32]| process::cpu_seconds_of(pids);
     let started = Instant::now();
     let cpu_start = (cpu(&shard_pids), cpu(&[registry_pid]));
-    let mut fleet = LeanRun::start(plan, options).await?;
+    let mut fleet = hold::start_fleet(plan, vec![ingress], logins, setup.dir).await?;
     let fleet_pids = fleet.pids();
     let fleet_cpu_start = cpu(&fleet_pids);
-    println!(
-        "ramping {devices} devices from {} fleet process(es) ..",
-        fleet.processes()
-    );
     let measured = async {
         let ramp = hold::ramp(&mut fleet, devices, started, super::ramp_timeout(devices)).await?;
         println!(
@@ -337,7 +322,9 @@ async fn with_broker(
 async fn broker_exit(broker: &ChildProcess) -> anyhow::Error {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if !Path::new(&format!("/proc/{}", broker.pid())).exists() {
+        // Gone, or exited and not yet reaped (a zombie).
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", broker.pid()));
+        if stat.is_err() || stat.is_ok_and(|s| s.contains(") Z ")) {
             return anyhow::anyhow!(
                 "the broker exited during the run; its log:{}",
                 broker.log().tail_text()

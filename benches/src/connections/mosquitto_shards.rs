@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fieldlink_sim::FleetPlan;
-use fieldlink_sim::ShardCommand;
 use fieldlink_sim::mqtt::Credentials;
-use fieldlink_sim::mqtt::lean::{FleetLogin, LeanOptions};
-use fieldlink_sim::mqtt::lean_run::{LEAN_SHARD_SIZE, LeanRun, LeanRunOptions};
+use fieldlink_sim::mqtt::lean::FleetLogin;
 
 use super::hold::{self, GroupOut};
 use super::kernel::KernelMemory;
@@ -168,25 +166,11 @@ async fn with_shards(
         rss_before_bytes: hold::rss_of(&pids),
         ..GroupOut::default()
     };
-    let options = LeanRunOptions {
-        lean: LeanOptions {
-            brokers,
-            logins,
-            interval: plan.spec().interval,
-        },
-        credentials_file: dir.join("mqtt-credentials.csv"),
-        shard_size: LEAN_SHARD_SIZE,
-        shard_command: Some(ShardCommand::current_exe(["sim", "mqtt-shard"])?),
-    };
     let started = Instant::now();
     let cpu_start = process::cpu_seconds_of(&pids);
-    let mut fleet = LeanRun::start(plan, options).await?;
+    let mut fleet = hold::start_fleet(plan, brokers, logins, dir).await?;
     let fleet_pids = fleet.pids();
     let fleet_cpu_start = process::cpu_seconds_of(&fleet_pids);
-    println!(
-        "ramping {devices} devices from {} fleet process(es) ..",
-        fleet.processes()
-    );
     let measured = async {
         let ramp = hold::ramp(&mut fleet, devices, started, super::ramp_timeout(devices)).await?;
         println!(
