@@ -88,7 +88,7 @@ impl ValueKind {
 }
 
 /// One entry of a device's tag table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TagInfo {
     /// Tag name, unique within the device.
     pub name: String,

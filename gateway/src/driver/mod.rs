@@ -108,6 +108,7 @@ pub mod opcua;
 pub mod poll;
 mod sink;
 pub mod sparkplug;
+mod tag_table;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -120,6 +121,7 @@ use tokio_util::sync::CancellationToken;
 use crate::device::DeviceInfo;
 
 pub use sink::{Declared, DriverEvent, Limits, MAX_TAG_NAME_BYTES, Reading, Sink, SinkError};
+pub use tag_table::TagTable;
 
 /// The future of a running driver.
 pub type BoxRun = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

@@ -10,6 +10,7 @@ use fieldlink_model::proto::{Quality, point::Value};
 use fieldlink_model::{Protocol, now_unix_nanos};
 use tokio::sync::mpsc;
 
+use super::tag_table::{TagTable, TagTables};
 use crate::device::{DeviceHandle, DeviceInfo, TagId, TagInfo};
 use crate::metrics::{DriverMetrics, Metrics};
 
@@ -65,8 +66,9 @@ pub enum DriverEvent {
         device: DeviceHandle,
         /// Its identity.
         info: Arc<DeviceInfo>,
-        /// The whole tag table so far (it only grows).
-        tags: Arc<[TagInfo]>,
+        /// The whole tag table so far (it only grows; shared with the
+        /// devices that have the same one).
+        tags: Arc<TagTable>,
     },
     /// A session came up or went down.
     Status {
@@ -88,6 +90,9 @@ pub enum DriverEvent {
 pub struct Declared {
     /// The device's handle.
     pub device: DeviceHandle,
+    /// The device's whole tag table after the declaration (ids by name for
+    /// drivers that find tags at run time).
+    pub table: Arc<TagTable>,
     /// The id of each declared tag, in the order given; `None` for a tag
     /// beyond the gateway's `max_tags_per_device` or whose name is empty or
     /// longer than [`MAX_TAG_NAME_BYTES`] (it is not announced, and its
@@ -140,17 +145,20 @@ pub struct Limits {
     pub max_tags_per_device: usize,
 }
 
+/// A declared device: two pointers, its identity (shared with the driver
+/// that declared it and the normalizer) and its tag table (shared with the
+/// devices that have the same one).
 #[derive(Debug)]
 struct Entry {
     info: Arc<DeviceInfo>,
-    tags: Vec<TagInfo>,
-    ids: HashMap<String, TagId>,
+    tags: Arc<TagTable>,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     by_id: HashMap<String, u32>,
     devices: Vec<Entry>,
+    tables: TagTables,
 }
 
 /// Hands driver output to the core. Cheap to clone: every device task may
@@ -198,6 +206,20 @@ impl Sink {
     /// [`SinkError::Conflict`] when another protocol's driver has the id;
     /// [`SinkError::TooManyDevices`]; [`SinkError::Closed`] when stopping.
     pub async fn declare(&self, info: DeviceInfo, tags: &[TagInfo]) -> Result<Declared, SinkError> {
+        self.declare_shared(Arc::new(info), tags).await
+    }
+
+    /// [`Sink::declare`] with an identity the driver keeps too: the sink
+    /// keeps the same `Arc` rather than a copy (a driver of many devices
+    /// keeps each identity once).
+    ///
+    /// # Errors
+    /// As [`Sink::declare`].
+    pub async fn declare_shared(
+        &self,
+        info: Arc<DeviceInfo>,
+        tags: &[TagInfo],
+    ) -> Result<Declared, SinkError> {
         let (declared, announce) = self.merge(info, tags)?;
         if let Some(event) = announce {
             self.events
@@ -210,7 +232,7 @@ impl Sink {
 
     fn merge(
         &self,
-        info: DeviceInfo,
+        info: Arc<DeviceInfo>,
         tags: &[TagInfo],
     ) -> Result<(Declared, Option<DriverEvent>), SinkError> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -222,7 +244,7 @@ impl Sink {
                 changed = true;
                 if table.devices.len() >= self.limits.max_devices {
                     return Err(SinkError::TooManyDevices {
-                        id: info.id,
+                        id: info.id.clone(),
                         limit: self.limits.max_devices,
                     });
                 }
@@ -232,10 +254,10 @@ impl Sink {
                         limit: self.limits.max_devices,
                     })?;
                 table.by_id.insert(info.id.clone(), index);
+                let tags = table.tables.intern(Vec::new());
                 table.devices.push(Entry {
-                    info: Arc::new(info.clone()),
-                    tags: Vec::new(),
-                    ids: HashMap::new(),
+                    info: info.clone(),
+                    tags,
                 });
                 index
             }
@@ -243,40 +265,55 @@ impl Sink {
         let entry = &mut table.devices[index as usize];
         if entry.info.protocol != info.protocol {
             return Err(SinkError::Conflict {
-                id: info.id,
+                id: info.id.clone(),
                 other: entry.info.protocol,
             });
         }
-        if *entry.info != info {
-            entry.info = Arc::new(info);
+        if !Arc::ptr_eq(&entry.info, &info) && *entry.info != *info {
+            entry.info = info;
             changed = true;
         }
         let mut ids = Vec::with_capacity(tags.len());
+        let mut new: Vec<TagInfo> = Vec::new();
         for tag in tags {
-            let id = match entry.ids.get(&tag.name) {
-                Some(&id) => Some(id),
+            let known = entry.tags.id(&tag.name).or_else(|| {
+                new.iter()
+                    .position(|t| t.name == tag.name)
+                    .map(|i| (entry.tags.len() + i) as TagId)
+            });
+            let id = match known {
+                Some(id) => Some(id),
                 // Names come from devices (JSON keys, Sparkplug metrics):
                 // bounded here for every driver.
                 None if tag.name.is_empty() || tag.name.len() > MAX_TAG_NAME_BYTES => None,
-                None if entry.tags.len() < self.limits.max_tags_per_device => {
+                None if entry.tags.len() + new.len() < self.limits.max_tags_per_device => {
                     // Fits: the table is bounded by max_tags_per_device.
-                    let id = entry.tags.len() as TagId;
-                    entry.ids.insert(tag.name.clone(), id);
-                    entry.tags.push(tag.clone());
-                    changed = true;
+                    let id = (entry.tags.len() + new.len()) as TagId;
+                    new.push(tag.clone());
                     Some(id)
                 }
                 None => None,
             };
             ids.push(id);
         }
+        if !new.is_empty() {
+            entry.tags = table.tables.grown(&entry.tags, new);
+            changed = true;
+        }
         let device = DeviceHandle(index);
         let announce = changed.then(|| DriverEvent::Announce {
             device,
             info: entry.info.clone(),
-            tags: entry.tags.clone().into(),
+            tags: entry.tags.clone(),
         });
-        Ok((Declared { device, tags: ids }, announce))
+        Ok((
+            Declared {
+                device,
+                table: entry.tags.clone(),
+                tags: ids,
+            },
+            announce,
+        ))
     }
 
     /// Reports that the session with `device` came up (`online`) or went
@@ -412,6 +449,80 @@ mod tests {
             }
             other => panic!("expected an announce, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn devices_with_the_same_tags_share_one_table_and_one_that_adds_a_tag_gets_its_own() {
+        let (sink, mut rx) = sink(10);
+        let type_tags = [
+            TagInfo::new("speed", ValueKind::Double),
+            TagInfo::new("temp", ValueKind::Double),
+        ];
+        let x = sink
+            .declare(info("x", Protocol::MqttJson), &type_tags)
+            .await
+            .unwrap();
+        let y = sink
+            .declare(info("y", Protocol::MqttJson), &type_tags)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&x.table, &y.table), "one table for both");
+        assert_eq!(
+            (x.tags.clone(), y.tags.clone()),
+            (vec![Some(0), Some(1)], vec![Some(0), Some(1)])
+        );
+
+        let extra = TagInfo::new("extra", ValueKind::Int);
+        let grown = sink
+            .declare(
+                info("y", Protocol::MqttJson),
+                &[extra, type_tags[1].clone()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            grown.tags,
+            [Some(2), Some(1)],
+            "known ids stay, the new tag is appended"
+        );
+        assert!(!Arc::ptr_eq(&grown.table, &x.table));
+        assert_eq!(grown.table.id("extra"), Some(2));
+        assert_eq!(x.table.id("extra"), None, "x's table is unchanged");
+        let again = sink
+            .declare(info("x", Protocol::MqttJson), &type_tags)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&again.table, &x.table));
+        assert_eq!(again.tags, [Some(0), Some(1)]);
+
+        let mut announced = Vec::new();
+        while let Ok(DriverEvent::Announce { info, tags, .. }) = rx.try_recv() {
+            let names: Vec<_> = tags.iter().map(|t| t.name.clone()).collect();
+            announced.push((info.id.clone(), names));
+        }
+        assert_eq!(
+            announced,
+            [
+                ("x".to_owned(), vec!["speed".to_owned(), "temp".to_owned()]),
+                ("y".to_owned(), vec!["speed".to_owned(), "temp".to_owned()]),
+                (
+                    "y".to_owned(),
+                    vec!["speed".to_owned(), "temp".to_owned(), "extra".to_owned()]
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tag_repeated_in_one_declaration_gets_one_id() {
+        let (sink, _rx) = sink(10);
+        let a = TagInfo::new("a", ValueKind::Int);
+        let declared = sink
+            .declare(info("x", Protocol::MqttJson), &[a.clone(), a])
+            .await
+            .unwrap();
+        assert_eq!(declared.tags, [Some(0), Some(0)]);
+        assert_eq!(declared.table.len(), 1);
     }
 
     #[tokio::test]

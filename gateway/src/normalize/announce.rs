@@ -6,8 +6,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use fieldlink_model::proto::{Batch, DeviceAnnounce};
+use fieldlink_model::proto::Batch;
 use prost::Message;
+
+use crate::device::DeviceInfo;
+use crate::driver::TagTable;
 
 /// Most devices announced per batch.
 const ANNOUNCES_PER_BATCH: usize = 2_000;
@@ -16,7 +19,9 @@ const ANNOUNCE_BYTES_PER_BATCH: usize = 1 << 20;
 
 #[derive(Debug, Default)]
 struct Inner {
-    devices: Vec<Option<DeviceAnnounce>>,
+    /// The identity and tag table the sink keeps (shared, not copied): the
+    /// announce is made from them only when a new stream needs it.
+    devices: Vec<Option<(Arc<DeviceInfo>, Arc<TagTable>)>>,
     encoded: Option<Arc<Vec<Vec<u8>>>>,
 }
 
@@ -28,13 +33,13 @@ pub struct Announcements {
 
 impl Announcements {
     /// Records device `index`'s latest announce.
-    pub(crate) fn set(&self, index: u32, announce: DeviceAnnounce) {
+    pub(crate) fn set(&self, index: u32, info: Arc<DeviceInfo>, tags: Arc<TagTable>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let index = index as usize;
         if inner.devices.len() <= index {
             inner.devices.resize(index + 1, None);
         }
-        inner.devices[index] = Some(announce);
+        inner.devices[index] = Some((info, tags));
         inner.encoded = None;
     }
 
@@ -48,7 +53,8 @@ impl Announcements {
         let mut batches = Vec::new();
         let mut batch = Batch::default();
         let mut bytes = 0;
-        for announce in inner.devices.iter().flatten() {
+        for (info, tags) in inner.devices.iter().flatten() {
+            let announce = info.announce(tags);
             let len = announce.encoded_len();
             if !batch.announces.is_empty()
                 && (batch.announces.len() >= ANNOUNCES_PER_BATCH
@@ -58,7 +64,7 @@ impl Announcements {
                 bytes = 0;
             }
             bytes += len + 4;
-            batch.announces.push(announce.clone());
+            batch.announces.push(announce);
         }
         if !batch.announces.is_empty() {
             batches.push(batch.encode_to_vec());
@@ -71,28 +77,30 @@ impl Announcements {
 
 #[cfg(test)]
 mod tests {
+    use fieldlink_model::{Category, Protocol};
+
     use super::*;
+
+    fn info(id: String, name: &str) -> Arc<DeviceInfo> {
+        Arc::new(DeviceInfo {
+            id,
+            category: Category::Robots,
+            protocol: Protocol::MqttJson,
+            device_type: "t".into(),
+            name: name.into(),
+            endpoint: String::new(),
+            attributes: Default::default(),
+        })
+    }
 
     #[test]
     fn batches_cover_every_device_once_with_its_latest_announce() {
         let set = Announcements::default();
+        let tags = Arc::new(TagTable::default());
         for i in 0..4500u32 {
-            set.set(
-                i,
-                DeviceAnnounce {
-                    device_id: format!("d{i}"),
-                    ..DeviceAnnounce::default()
-                },
-            );
+            set.set(i, info(format!("d{i}"), "n"), tags.clone());
         }
-        set.set(
-            7,
-            DeviceAnnounce {
-                device_id: "d7".into(),
-                name: "renamed".into(),
-                ..DeviceAnnounce::default()
-            },
-        );
+        set.set(7, info("d7".into(), "renamed"), tags);
         let batches = set.batches();
         let decoded: Vec<Batch> = batches
             .iter()

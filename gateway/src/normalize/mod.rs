@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub use announce::Announcements;
 pub use ledger::Ledger;
 
-use crate::device::TagInfo;
-use crate::driver::{DriverEvent, Reading};
+use crate::device::DeviceInfo;
+use crate::driver::{DriverEvent, Reading, TagTable};
 use crate::metrics::Metrics;
 use crate::spool::Spool;
 use encode::BatchBuilder;
@@ -34,11 +34,12 @@ use encode::BatchBuilder;
 /// A batch is sealed once its encoding reaches about this size.
 const BATCH_MAX_BYTES: usize = 1 << 20;
 
-/// What the normalizer knows of a declared device.
+/// What the normalizer knows of a declared device: the identity and tag
+/// table the sink keeps (shared, not copied).
 #[derive(Debug)]
 struct Known {
-    id: String,
-    tags: Arc<[TagInfo]>,
+    info: Arc<DeviceInfo>,
+    tags: Arc<TagTable>,
     online: Option<bool>,
 }
 
@@ -143,17 +144,19 @@ impl Normalizer {
                     self.devices.resize_with(index + 1, || None);
                 }
                 let known = self.devices[index].get_or_insert_with(|| Known {
-                    id: info.id.clone(),
-                    tags: Arc::from(Vec::new()),
+                    info: info.clone(),
+                    tags: tags.clone(),
                     online: None,
                 });
+                known.info = info;
                 // Tables only grow: an announce overtaken by a later one of
                 // the same device must not shrink what is known.
                 if tags.len() >= known.tags.len() {
                     known.tags = tags;
                 }
-                let announce = info.announce(&known.tags);
-                self.announcements.set(device.index(), announce.clone());
+                let announce = known.info.announce(&known.tags);
+                self.announcements
+                    .set(device.index(), known.info.clone(), known.tags.clone());
                 self.builder.announce(announce);
                 let declared = self.devices.iter().flatten().count();
                 self.metrics.devices.store(declared as u64, Relaxed);
@@ -187,7 +190,7 @@ impl Normalizer {
                     proto::device_status::State::Offline
                 };
                 self.builder.status(proto::DeviceStatus {
-                    device_id: known.id.clone(),
+                    device_id: known.info.id.clone(),
                     state: state as i32,
                     reason,
                     time_unix_nano: u64::try_from(time).unwrap_or(0),
@@ -225,7 +228,7 @@ impl Normalizer {
             }
             // The device gets a buffer only once it has a point to put in it.
             if slot.is_none() {
-                slot = Some(builder.device(device, &known.id));
+                slot = Some(builder.device(device, &known.info.id));
             }
             if let Some(slot) = slot.as_mut() {
                 slot.point(r);
@@ -252,7 +255,7 @@ impl Normalizer {
                 devices
                     .get(index as usize)
                     .and_then(Option::as_ref)
-                    .map(|k| k.id.as_str())
+                    .map(|k| k.info.id.as_str())
             },
             |id, day, n| {
                 if let Some(ledger) = ledger.as_mut() {
@@ -302,7 +305,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::device::{DeviceHandle, DeviceInfo, ValueKind};
+    use crate::device::{DeviceHandle, DeviceInfo, TagInfo, ValueKind};
 
     fn info(i: u32) -> DeviceInfo {
         DeviceInfo {
@@ -330,9 +333,11 @@ mod tests {
             10_000,
             Duration::from_secs(3600),
         );
-        let tags: Arc<[TagInfo]> = (0..125)
-            .map(|t| TagInfo::new(format!("t{t:04}"), ValueKind::Int))
-            .collect();
+        let tags: Arc<TagTable> = Arc::new(
+            (0..125)
+                .map(|t| TagInfo::new(format!("t{t:04}"), ValueKind::Int))
+                .collect(),
+        );
         let devices = 3000u32;
         for i in 0..devices {
             normalizer.add(DriverEvent::Announce {

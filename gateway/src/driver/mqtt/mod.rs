@@ -42,6 +42,7 @@ use self::topic::Captures;
 use super::mqtt_source::{LogLimiter, MqttSource, SourceEvent, SourceOptions, Subscription};
 use super::{
     BoxRun, DriverConfig, DriverContext, DriverInstance, DriverKind, Reading, Sink, SinkError,
+    TagTable,
 };
 use crate::device::{DeviceHandle, DeviceInfo, TagId, TagInfo, ValueKind};
 use crate::metrics::DriverMetrics;
@@ -162,15 +163,17 @@ const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxe
 /// What the driver knows of one device.
 #[derive(Debug)]
 struct Dev {
-    info: DeviceInfo,
+    /// Its identity, the same `Arc` the sink keeps.
+    info: Arc<DeviceInfo>,
     handle: DeviceHandle,
     configured: bool,
     /// A configured device's fixed mapping.
     mapping: Option<Arc<Mapping>>,
     /// Declared ids of listed tags, per mapping (by address; few per device).
     listed: Vec<(usize, Vec<Option<TagId>>)>,
-    /// Ids of automatic tags by field name.
-    auto: HashMap<Box<str>, TagId>,
+    /// Its whole tag table as the sink last returned it (shared with the
+    /// devices that have the same one): automatic tags' ids by field name.
+    table: Arc<TagTable>,
     /// Tags declared, for the automatic limit.
     tag_count: usize,
     online: bool,
@@ -228,7 +231,8 @@ impl Runner {
                 .as_ref()
                 .map(|m| m.infos.as_slice())
                 .unwrap_or_default();
-            let declared = match self.sink.declare(entry.info.clone(), tags).await {
+            let info = Arc::new(entry.info.clone());
+            let declared = match self.sink.declare_shared(info.clone(), tags).await {
                 Ok(d) => d,
                 Err(SinkError::Closed) => return Err(SinkError::Closed),
                 Err(e) => {
@@ -242,13 +246,13 @@ impl Runner {
                 _ => Vec::new(),
             };
             self.devices.push(Dev {
-                info: entry.info.clone(),
+                info,
                 handle: declared.device,
                 configured: true,
                 mapping: entry.mapping.clone(),
                 tag_count: declared.tags.iter().flatten().count(),
                 listed,
-                auto: HashMap::new(),
+                table: declared.table,
                 online: false,
                 last_seen: Instant::now(),
             });
@@ -539,7 +543,8 @@ impl Runner {
         tags: &[TagInfo],
     ) -> Result<Result<usize, Refusal>, SinkError> {
         self.flush().await?;
-        let declared = match self.sink.declare(info.clone(), tags).await {
+        let info = Arc::new(info);
+        let declared = match self.sink.declare_shared(info.clone(), tags).await {
             Ok(d) => d,
             Err(SinkError::Closed) => return Err(SinkError::Closed),
             Err(e) => return Ok(Err(Refusal::Ignored(e.to_string()))),
@@ -553,7 +558,7 @@ impl Runner {
             configured: false,
             mapping: None,
             listed: Vec::new(),
-            auto: HashMap::new(),
+            table: declared.table,
             tag_count: declared.tags.iter().flatten().count(),
             online: false,
             last_seen: Instant::now(),
@@ -668,12 +673,17 @@ impl Runner {
             None => {
                 self.flush().await?;
                 let dev = &self.devices[i];
-                let declared = match self.sink.declare(dev.info.clone(), &mapping.infos).await {
+                let declared = match self
+                    .sink
+                    .declare_shared(dev.info.clone(), &mapping.infos)
+                    .await
+                {
                     Ok(d) => d,
                     Err(SinkError::Closed) => return Err(SinkError::Closed),
                     Err(e) => return Ok(Some(Refusal::Ignored(e.to_string()))),
                 };
                 let dev = &mut self.devices[i];
+                dev.table = declared.table;
                 dev.tag_count = dev.tag_count.max(declared.tags.iter().flatten().count());
                 dev.listed.push((key, declared.tags));
                 dev.listed.len() - 1
@@ -731,8 +741,8 @@ impl Runner {
             let Some(value) = payload::auto_value(v) else {
                 continue;
             };
-            match self.devices[i].auto.get(name.as_str()) {
-                Some(&id) => self.readings.push(Reading::good(handle, id, time, value)),
+            match self.devices[i].table.id(name) {
+                Some(id) => self.readings.push(Reading::good(handle, id, time, value)),
                 None if name.is_empty() || name.len() > 128 => over += 1,
                 None if self.devices[i].tag_count + new.len() >= limit => over += 1,
                 None => new.push((TagInfo::new(name.clone(), ValueKind::of(&value)), value)),
@@ -742,17 +752,17 @@ impl Runner {
             self.flush().await?;
             let infos: Vec<TagInfo> = new.iter().map(|(t, _)| t.clone()).collect();
             let dev = &self.devices[i];
-            let declared = match self.sink.declare(dev.info.clone(), &infos).await {
+            let declared = match self.sink.declare_shared(dev.info.clone(), &infos).await {
                 Ok(d) => d,
                 Err(SinkError::Closed) => return Err(SinkError::Closed),
                 Err(e) => return Ok(Some(Refusal::Ignored(e.to_string()))),
             };
             let dev = &mut self.devices[i];
-            for ((info, value), id) in new.into_iter().zip(declared.tags) {
+            dev.table = declared.table;
+            for ((_, value), id) in new.into_iter().zip(declared.tags) {
                 match id {
                     Some(id) => {
                         dev.tag_count += 1;
-                        dev.auto.insert(info.name.into_boxed_str(), id);
                         self.readings.push(Reading::good(handle, id, time, value));
                     }
                     // Beyond the gateway's limit: remembered as full.
@@ -842,16 +852,16 @@ impl Runner {
                         .unwrap_or_else(|| dev.info.device_type.clone()),
                     name: meta.name.unwrap_or_else(|| dev.info.name.clone()),
                     attributes: meta.attributes,
-                    ..dev.info.clone()
+                    ..(*dev.info).clone()
                 };
-                if info != dev.info {
+                if info != *dev.info {
+                    let info = Arc::new(info);
                     dev.info = info.clone();
                     self.flush().await?;
-                    if let Err(e) = self.sink.declare(info, &[]).await {
-                        if e == SinkError::Closed {
-                            return Err(e);
-                        }
-                        return Ok(Some(Refusal::Ignored(e.to_string())));
+                    match self.sink.declare_shared(info, &[]).await {
+                        Ok(declared) => self.devices[i].table = declared.table,
+                        Err(SinkError::Closed) => return Err(SinkError::Closed),
+                        Err(e) => return Ok(Some(Refusal::Ignored(e.to_string()))),
                     }
                 }
                 Ok(None)
