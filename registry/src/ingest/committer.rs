@@ -229,7 +229,10 @@ struct Planner<'a> {
     plan: Plan,
     new_ids: HashMap<String, u32>,
     sequences: HashMap<String, u64>,
-    deltas: HashMap<(Day, u32), DayStats>,
+    /// Every (day, index, stats) of the round in arrival order; sorted and
+    /// merged per pair once, in [`Planner::finish`] (cheaper than a map
+    /// entry per device and a sort of the map afterwards).
+    deltas: Vec<(Day, u32, DayStats)>,
 }
 
 impl<'a> Planner<'a> {
@@ -241,7 +244,7 @@ impl<'a> Planner<'a> {
             plan: Plan::default(),
             new_ids: HashMap::default(),
             sequences: HashMap::default(),
-            deltas: HashMap::default(),
+            deltas: Vec::new(),
         }
     }
 
@@ -318,7 +321,7 @@ impl<'a> Planner<'a> {
         }
         for t in &checked.telemetry {
             let id = checked.id(t);
-            match self.own_device(&stream, id, &mut ack, t.points) {
+            match self.own_device_at(&stream, id, t.index, &mut ack, t.points) {
                 Some((_, slot)) if slot.retired => {
                     let detail = format!("device `{id}` is retired");
                     self.rejection(&mut ack, id, RejectReason::UnknownDevice, detail, t.points);
@@ -334,10 +337,7 @@ impl<'a> Planner<'a> {
                 }
                 Some((index, _)) => {
                     for (day, stats) in checked.days(t) {
-                        self.deltas
-                            .entry((*day, index))
-                            .and_modify(|s| s.merge(stats))
-                            .or_insert(*stats);
+                        self.deltas.push((*day, index, *stats));
                     }
                     ack.accepted_points += t.points;
                 }
@@ -375,7 +375,20 @@ impl<'a> Planner<'a> {
         ack: &mut Ack,
         n: u64,
     ) -> Option<(u32, Slot)> {
-        let Some(index) = self.index_of(id) else {
+        self.own_device_at(stream, id, None, ack, n)
+    }
+
+    /// [`Planner::own_device`] with the index already looked up, if it was
+    /// (an id's index never changes once assigned).
+    fn own_device_at(
+        &mut self,
+        stream: &StreamCtx,
+        id: &str,
+        hint: Option<u32>,
+        ack: &mut Ack,
+        n: u64,
+    ) -> Option<(u32, Slot)> {
+        let Some(index) = hint.or_else(|| self.index_of(id)) else {
             let detail = format!("device `{id}` was never announced");
             self.rejection(ack, id, RejectReason::UnknownDevice, detail, n);
             return None;
@@ -503,20 +516,34 @@ impl<'a> Planner<'a> {
     }
 
     fn finish(mut self) -> Plan {
-        let mut deltas: Vec<DayDelta> = self
-            .deltas
-            .into_iter()
-            .map(|((day, index), stats)| DayDelta {
-                day,
-                index,
-                stats,
-                fresh: !self
-                    .counters
-                    .day(day)
-                    .is_some_and(|set| set.devices.contains(index)),
-            })
-            .collect();
-        deltas.sort_unstable_by_key(|d| (d.day, d.index));
+        let mut raw = std::mem::take(&mut self.deltas);
+        // Stable: a pair's deltas merge in arrival order (merging is
+        // commutative anyway).
+        raw.sort_by_key(|&(day, index, _)| (day, index));
+        let mut deltas: Vec<DayDelta> = Vec::with_capacity(raw.len());
+        for (day, index, stats) in raw {
+            match deltas.last_mut() {
+                Some(last) if last.day == day && last.index == index => last.stats.merge(&stats),
+                _ => deltas.push(DayDelta {
+                    day,
+                    index,
+                    stats,
+                    fresh: false,
+                }),
+            }
+        }
+        let mut set: Option<(Day, Option<&crate::counters::DaySet>)> = None;
+        for delta in &mut deltas {
+            let day_set = match set {
+                Some((day, s)) if day == delta.day => s,
+                _ => {
+                    let s = self.counters.day(delta.day);
+                    set = Some((delta.day, s));
+                    s
+                }
+            };
+            delta.fresh = !day_set.is_some_and(|s| s.devices.contains(delta.index));
+        }
         self.plan.commit.day_deltas = deltas;
         self.plan.commit.streams = self.sequences.into_iter().collect();
         self.plan

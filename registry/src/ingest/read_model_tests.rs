@@ -187,7 +187,10 @@ impl Harness {
         let mut round = Vec::new();
         for item in items {
             self.now += 1;
-            let (stream, checked) = self.batch(item);
+            let (stream, mut checked) = self.batch(item);
+            // As the stream's task does: indexes looked up before the
+            // round, so devices announced in the round have none.
+            checked.resolve(|id| self.shared().read_counters().index_of(id));
             self.sequences[stream] += 1;
             round.push(Pending {
                 stream: self.stream(stream),

@@ -278,7 +278,11 @@ impl Session {
                 settings.utc_offset,
             );
             let sequence = batch.sequence;
-            let checked = check(batch, window);
+            let mut checked = check(batch, window);
+            if !checked.telemetry.is_empty() {
+                let counters = self.shared.read_counters();
+                checked.resolve(|id| counters.index_of(id));
+            }
             let pending = Pending {
                 stream: ctx.clone(),
                 sequence,
