@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fieldlink_model::Protocol;
-use fieldlink_sim::mqtt::lean::LeanOptions;
+use fieldlink_sim::mqtt::lean::{FLEET_CONNECTING, LeanOptions};
 use fieldlink_sim::mqtt::lean_run::{LEAN_SHARD_SIZE, LeanRun, LeanRunOptions};
 use fieldlink_sim::mqtt::{BrokerAddr, Credentials, MqttFleet, MqttFleetOptions};
 use fieldlink_sim::opcua::{OpcUaFleet, OpcUaOptions};
@@ -446,6 +446,7 @@ async fn start_lean(
             brokers,
             logins: credentials.fleet_logins(),
             interval: plan.spec().interval,
+            connecting: FLEET_CONNECTING,
         },
         credentials_file: setup.out.join("mqtt-credentials.csv"),
         shard_size: setup.lean_shard_size,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use fieldlink_sim::mqtt::lean::{FleetLogin, LeanOptions};
+use fieldlink_sim::mqtt::lean::{FLEET_CONNECTING, FleetLogin, LeanOptions};
 use fieldlink_sim::mqtt::lean_run::{LEAN_SHARD_SIZE, LeanRun, LeanRunOptions};
 use fieldlink_sim::{FleetPlan, ShardCommand};
 use serde::Serialize;
@@ -39,6 +39,7 @@ pub(crate) async fn start_fleet(
             brokers,
             logins,
             interval: plan.spec().interval,
+            connecting: FLEET_CONNECTING,
         },
         credentials_file: dir.join("mqtt-credentials.csv"),
         shard_size: LEAN_SHARD_SIZE,

@@ -67,6 +67,11 @@ fn needs(connections: u64) -> Vec<(&'static str, &'static str, u64)> {
             "connections tracked, when conntrack is loaded (a full table drops new connections)",
             files,
         ),
+        (
+            "net.netfilter.nf_conntrack_buckets",
+            "hash buckets of the conntrack table, one per connection (long chains slow every packet)",
+            connections.next_power_of_two(),
+        ),
     ]
 }
 

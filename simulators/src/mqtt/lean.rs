@@ -11,9 +11,12 @@
 //! rumqttc costs tens of kilobytes per client; this costs a task, a socket
 //! and no buffers while idle, for fleets at the scale of
 //! `fieldlink bench connections`. A lost or refused connection is retried
-//! with backoff (0.5 s doubling to 30 s); at most [`CONNECTING`] devices of a
-//! process are in the CONNECT phase at once, so a ramp does not overflow the
-//! broker's listen backlog.
+//! with backoff (0.5 s doubling to 30 s); at most [`LeanOptions::connecting`]
+//! devices of a process are in the CONNECT phase at once (a fleet in many
+//! processes shares [`FLEET_CONNECTING`] among them), so a ramp queues no
+//! more CONNECTs at the broker than it answers well within
+//! [`CONNACK_TIMEOUT`]: a deeper queue makes CONNACKs late, late clients
+//! retry, and the retries crowd out the ramp.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,10 +36,13 @@ use crate::plan::{FleetPlan, PlannedDevice};
 use crate::signal::SimDevice;
 use crate::stop::Stop;
 
-/// Devices of one process in the CONNECT phase at once.
-pub const CONNECTING: usize = 512;
+/// Devices of a whole fleet in the CONNECT phase at once: at 10 000
+/// connects/s a CONNECT waits about 0.4 s in the queue.
+pub const FLEET_CONNECTING: usize = 4096;
+/// Fewest devices of one process in the CONNECT phase at once.
+pub const MIN_CONNECTING: usize = 16;
 /// Longest wait for CONNACK.
-const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and longest wait between connection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 
@@ -61,6 +67,9 @@ pub struct LeanOptions {
     pub logins: HashMap<String, FleetLogin>,
     /// Telemetry interval; devices spread their first publish over it.
     pub interval: Duration,
+    /// Devices of this process in the CONNECT phase at once (at least
+    /// [`MIN_CONNECTING`]).
+    pub connecting: usize,
 }
 
 /// What a lean fleet's devices did, beyond [`MqttFleetStats`].
@@ -117,8 +126,8 @@ impl LeanFleet {
             }
         }
         let shared = Arc::new(Shared {
+            connecting: Semaphore::new(options.connecting.max(MIN_CONNECTING)),
             options,
-            connecting: Semaphore::new(CONNECTING),
             stats: Arc::new(LeanStats::default()),
             stop: Stop::default(),
         });
@@ -206,8 +215,13 @@ impl Device {
                         return;
                     }
                 }
-                Err(_) => {
-                    shared.stats.failed_attempts.fetch_add(1, Relaxed);
+                Err(e) => {
+                    let failed = shared.stats.failed_attempts.fetch_add(1, Relaxed) + 1;
+                    // The 1st, 2nd, 4th, 8th .. failure of the process: why
+                    // without a line per device.
+                    if failed.is_power_of_two() {
+                        tracing::warn!(device = %self.planned.id(), failed, error = %e, "connection attempt failed");
+                    }
                 }
             }
             // Jittered so that a fleet refused together does not retry together.
@@ -225,6 +239,7 @@ impl Device {
     async fn connect(&self, shared: &Shared) -> std::io::Result<TcpStream> {
         let options = &shared.options;
         let socket = TcpSocket::new_v4()?;
+        bind_address_no_port(&socket)?;
         let source = SocketAddr::from((*self.planned.endpoint.ip(), 0));
         socket.bind(source)?;
         let broker = options.brokers[self.planned.index as usize % options.brokers.len()];
@@ -355,6 +370,29 @@ impl Device {
             out = Vec::new();
             last_sent = now;
         }
+    }
+}
+
+/// Lets the kernel choose the source port at `connect`, knowing the
+/// destination, instead of at `bind` (`IP_BIND_ADDRESS_NO_PORT`): a bind to
+/// port 0 reserves a port for every destination at once.
+fn bind_address_no_port(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::broker::Credentials;
-use super::lean::{LeanFleet, LeanOptions};
+use super::lean::{FLEET_CONNECTING, LeanFleet, LeanOptions};
 use crate::error::SimError;
 use crate::fleet::{Shard, ShardCommand, start_shards, stdin_closed, stop_shards};
 use crate::plan::{FleetPlan, FleetSpec, Mix, ProtocolMix, TenantSpec};
@@ -68,6 +68,10 @@ pub struct LeanShardArgs {
     /// One past the last device index of this shard.
     #[arg(long)]
     pub to: u32,
+    /// Devices of this shard in the CONNECT phase at once (its share of
+    /// the fleet's [`FLEET_CONNECTING`]).
+    #[arg(long, default_value_t = FLEET_CONNECTING)]
+    pub connecting: usize,
     /// Stop when stdin closes (set by the parent).
     #[arg(long)]
     pub watch_stdin: bool,
@@ -98,6 +102,8 @@ impl LeanShardArgs {
             self.from.to_string(),
             "--to".to_owned(),
             self.to.to_string(),
+            "--connecting".to_owned(),
+            self.connecting.to_string(),
         ];
         if self.watch_stdin {
             args.push("--watch-stdin".to_owned());
@@ -151,6 +157,7 @@ pub async fn run_lean_shard(
         brokers: args.brokers.clone(),
         logins,
         interval: plan.spec().interval,
+        connecting: args.connecting,
     };
     let fleet = LeanFleet::start(&plan, args.from..args.to, options)?;
     let stats = fleet.stats();
@@ -287,6 +294,9 @@ impl LeanRun {
             })
             .collect::<Vec<_>>();
         let (exit_tx, exits) = mpsc::unbounded_channel();
+        // The fleet's CONNECT budget, shared by its shards.
+        let shard_count = devices.div_ceil(shard_size).max(1);
+        let connecting = options.lean.connecting / shard_count as usize;
         let mut argv = Vec::new();
         let mut from = range.start;
         while from < range.end {
@@ -302,6 +312,7 @@ impl LeanRun {
                 interval_ms: u64::try_from(options.lean.interval.as_millis()).unwrap_or(u64::MAX),
                 from,
                 to,
+                connecting,
                 watch_stdin: true,
             };
             argv.push((from..to, args.to_args()));
@@ -463,6 +474,7 @@ mod tests {
             interval_ms: 60_000,
             from: 18_000,
             to: 36_000,
+            connecting: 73,
             watch_stdin: true,
         };
         let argv = std::iter::once("shard".to_owned()).chain(args.to_args());
@@ -492,6 +504,7 @@ mod tests {
             interval_ms: 1000,
             from: 0,
             to: 50,
+            connecting: FLEET_CONNECTING,
             watch_stdin: false,
         };
         let shard = args.plan().unwrap();
