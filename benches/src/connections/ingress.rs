@@ -131,23 +131,44 @@ fn shard_addr(base: SocketAddr, k: usize) -> SocketAddr {
     SocketAddr::new(base.ip(), base.port() + k as u16)
 }
 
-/// A loopback port with the `n − 1` ports above it free right now.
+/// Lowest port a run of shard metrics ports may start at.
+const LOWEST_RUN_PORT: usize = 10_000;
+
+/// A loopback port with the `n − 1` ports above it free right now, below
+/// the kernel's ephemeral range: outgoing connections (the shards' own
+/// uplinks among them) take their source ports from that range, and one
+/// taken from the run would keep a shard from serving its metrics.
 fn free_port_run(n: usize) -> anyhow::Result<SocketAddr> {
-    for _ in 0..100 {
-        let base = free_local_addr()?;
-        let Some(top) = usize::from(base.port())
-            .checked_add(n)
-            .filter(|t| *t <= 65_535)
-        else {
-            continue;
-        };
-        let free = (usize::from(base.port()) + 1..top)
+    let ephemeral = ephemeral_ports_start();
+    let Some(span) = ephemeral
+        .checked_sub(LOWEST_RUN_PORT + n)
+        .filter(|span| *span > 0)
+    else {
+        bail!(
+            "no room for {n} shard metrics ports between {LOWEST_RUN_PORT} and the ephemeral range starting at {ephemeral} (net.ipv4.ip_local_port_range)"
+        );
+    };
+    // A different first guess each run, so that runs side by side differ.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    for attempt in 0..100 {
+        let base = LOWEST_RUN_PORT + (seed + attempt * (n + 97)) % span;
+        let free = (base..base + n)
             .all(|port| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port as u16)).is_ok());
         if free {
-            return Ok(base);
+            return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), base as u16));
         }
     }
     bail!("cannot find {n} free loopback ports in a row for the shards' metrics")
+}
+
+/// The first port of the kernel's ephemeral range (32 768 when unknown).
+fn ephemeral_ports_start() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// The shards' processes, once every one serves its metrics.
@@ -344,21 +365,25 @@ async fn wait_counted(
     let n = u64::from(devices);
     let timeout = interval + super::ramp_timeout(devices);
     let deadline = Instant::now() + timeout;
+    // A registry busy catching up may miss a poll; only the deadline fails.
     loop {
-        let counts = registry.counts().await?;
-        if counts.registered == n && counts.online == n && counts.reporting == n {
-            return Ok(Counted {
-                seconds: started.elapsed().as_secs_f64(),
-                counts,
-            });
-        }
+        let last = match registry.counts().await {
+            Ok(counts) if counts.registered == n && counts.online == n && counts.reporting == n => {
+                return Ok(Counted {
+                    seconds: started.elapsed().as_secs_f64(),
+                    counts,
+                });
+            }
+            Ok(counts) => format!(
+                "{} registered, {} online, {} reporting",
+                counts.registered, counts.online, counts.reporting
+            ),
+            Err(e) => format!("no answer to the last poll ({e:#})"),
+        };
         if Instant::now() >= deadline {
             bail!(
-                "after {:.0} s the registry counts {} registered, {} online, {} reporting of {n} devices",
+                "after {:.0} s the registry counts {last} of {n} devices",
                 started.elapsed().as_secs_f64(),
-                counts.registered,
-                counts.online,
-                counts.reporting
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -388,7 +413,11 @@ mod tests {
     #[test]
     fn a_run_of_free_ports_is_found() {
         let base = free_port_run(4).unwrap();
-        assert!(base.port() <= 65_531);
+        assert!(usize::from(base.port()) >= LOWEST_RUN_PORT);
+        assert!(
+            usize::from(base.port()) + 4 <= ephemeral_ports_start(),
+            "below the ephemeral range: {base}"
+        );
         assert_eq!(shard_addr(base, 3).port(), base.port() + 3);
     }
 }
