@@ -36,6 +36,51 @@ fn split_day_key(key: u64) -> (Day, u32) {
     (Day((biased ^ 0x8000_0000) as i32), key as u32)
 }
 
+/// Merges `delta` into its (day, device) row with one B-tree descent: a
+/// fresh pair is inserted (and merged only if a row was there after all:
+/// the hint is never trusted), a known one updated in place (the value is
+/// fixed-width, so redb rewrites it where it lies).
+fn merge_day(
+    days: &mut ::redb::Table<'_, u64, (u64, i64, i64)>,
+    delta: &DayDelta,
+) -> Result<(), StoreError> {
+    let key = day_key(delta.day, delta.index);
+    let mut stats = delta.stats;
+    let row = |s: &DayStats| (s.points, s.first, s.last);
+    if delta.fresh {
+        let old = days
+            .insert(key, row(&stats))
+            .map_err(db_err)?
+            .map(|old| old.value());
+        if let Some((points, first, last)) = old {
+            stats.merge(&DayStats {
+                points,
+                first,
+                last,
+            });
+            days.insert(key, row(&stats)).map_err(db_err)?;
+        }
+        return Ok(());
+    }
+    let updated = match days.get_mut(key).map_err(db_err)? {
+        Some(mut found) => {
+            let (points, first, last) = found.value();
+            stats.merge(&DayStats {
+                points,
+                first,
+                last,
+            });
+            found.insert(row(&stats)).map_err(db_err)?;
+            true
+        }
+        None => false,
+    };
+    if !updated {
+        days.insert(key, row(&stats)).map_err(db_err)?;
+    }
+    Ok(())
+}
+
 fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Database(e.to_string())
 }
@@ -109,31 +154,7 @@ impl Store for RedbStore {
             }
             let mut days = txn.open_table(DAYS).map_err(db_err)?;
             for delta in &commit.day_deltas {
-                let key = day_key(delta.day, delta.index);
-                let mut stats = delta.stats;
-                // A fresh pair is one B-tree descent: insert, and merge only
-                // if a row was there after all (the hint is never trusted).
-                let old = if delta.fresh {
-                    days.insert(key, (stats.points, stats.first, stats.last))
-                        .map_err(db_err)?
-                        .map(|old| old.value())
-                } else {
-                    days.get(key).map_err(db_err)?.map(|old| old.value())
-                };
-                let Some((points, first, last)) = old else {
-                    if !delta.fresh {
-                        days.insert(key, (stats.points, stats.first, stats.last))
-                            .map_err(db_err)?;
-                    }
-                    continue;
-                };
-                stats.merge(&DayStats {
-                    points,
-                    first,
-                    last,
-                });
-                days.insert(key, (stats.points, stats.first, stats.last))
-                    .map_err(db_err)?;
+                merge_day(&mut days, delta)?;
             }
             let mut streams = txn.open_table(STREAMS).map_err(db_err)?;
             for (key, sequence) in &commit.streams {
@@ -409,5 +430,51 @@ mod tests {
         assert!(store.status(0).unwrap().unwrap().online);
         assert_eq!(store.prune_days_before(Day(11)).unwrap(), 1);
         assert!(store.device_days(0, Day(0), Day(20)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_known_row_merges_in_place_and_a_missing_one_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        let delta = |index, points, first, last, fresh| DayDelta {
+            day: Day(3),
+            index,
+            stats: DayStats {
+                points,
+                first,
+                last,
+            },
+            fresh,
+        };
+        let days = |deltas| Commit {
+            day_deltas: deltas,
+            ..Commit::default()
+        };
+        store
+            .commit(&days(vec![delta(1, 4, 10, 40, true)]))
+            .unwrap();
+        // Not fresh: 1 is stored (merged where it lies), 2 is not (a hint
+        // that is wrong the other way must still write it).
+        store
+            .commit(&days(vec![
+                delta(1, 2, 5, 20, false),
+                delta(2, 7, 70, 90, false),
+            ]))
+            .unwrap();
+        store
+            .commit(&days(vec![delta(1, 1, 60, 60, false)]))
+            .unwrap();
+        drop(store);
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        let mut rows = Vec::new();
+        store
+            .scan_days(Day(3), Day(3), &mut |d| rows.push((d.index, d.stats)))
+            .unwrap();
+        let stats = |points, first, last| DayStats {
+            points,
+            first,
+            last,
+        };
+        assert_eq!(rows, [(1, stats(7, 5, 60)), (2, stats(7, 70, 90))]);
     }
 }
