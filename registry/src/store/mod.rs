@@ -14,6 +14,7 @@
 //!
 //! A [`Commit`] is applied atomically: all of it is durable or none of it.
 
+mod day_blocks;
 mod redb;
 
 use std::collections::BTreeMap;

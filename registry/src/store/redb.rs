@@ -9,6 +9,7 @@ use std::path::Path;
 use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use fieldlink_model::Day;
 
+use super::day_blocks::{self, BLOCK_BYTES, Block};
 use super::{Commit, DayDelta, DayStats, DeviceRecord, DeviceStatusRecord, Store};
 use crate::error::StoreError;
 
@@ -16,69 +17,94 @@ use crate::error::StoreError;
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 /// Status by device index: (online, time, reason).
 const STATUSES: TableDefinition<u32, (bool, i64, &str)> = TableDefinition::new("statuses");
-/// Per (day, device index): (points, first, last). See [`day_key`].
-const DAYS: TableDefinition<u64, (u64, i64, i64)> = TableDefinition::new("days");
+/// Per (day, block of 16 devices): their (points, first, last). See
+/// [`day_blocks`].
+const DAY_BLOCKS: TableDefinition<u64, &[u8; BLOCK_BYTES]> = TableDefinition::new("day_blocks");
+/// Per (day, device index): (points, first, last); read once, at open, to
+/// move a store written before [`DAY_BLOCKS`] into it.
+const LEGACY_DAYS: TableDefinition<u64, (u64, i64, i64)> = TableDefinition::new("days");
 /// Highest durable sequence by stream key.
 const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
 
 /// File name of the database inside the data directory.
 pub const FILE_NAME: &str = "registry.redb";
 
-/// The key of a (day, device) pair: day in the high half, order-preserving
-/// for negative days, so that a day's devices are one contiguous range.
-fn day_key(day: Day, index: u32) -> u64 {
-    let biased = (day.0 as u32) ^ 0x8000_0000;
-    (u64::from(biased) << 32) | u64::from(index)
-}
-
-fn split_day_key(key: u64) -> (Day, u32) {
-    let biased = (key >> 32) as u32;
-    (Day((biased ^ 0x8000_0000) as i32), key as u32)
-}
-
-/// Merges `delta` into its (day, device) row with one B-tree descent: a
-/// fresh pair is inserted (and merged only if a row was there after all:
-/// the hint is never trusted), a known one updated in place (the value is
-/// fixed-width, so redb rewrites it where it lies).
-fn merge_day(
-    days: &mut ::redb::Table<'_, u64, (u64, i64, i64)>,
-    delta: &DayDelta,
+/// Merges a run of deltas that share block `key` with one B-tree descent
+/// when the block is stored (updated in place), two when it is not.
+fn merge_run(
+    blocks: &mut ::redb::Table<'_, u64, &[u8; BLOCK_BYTES]>,
+    key: u64,
+    run: &[DayDelta],
 ) -> Result<(), StoreError> {
-    let key = day_key(delta.day, delta.index);
-    let mut stats = delta.stats;
-    let row = |s: &DayStats| (s.points, s.first, s.last);
-    if delta.fresh {
-        let old = days
-            .insert(key, row(&stats))
-            .map_err(db_err)?
-            .map(|old| old.value());
-        if let Some((points, first, last)) = old {
-            stats.merge(&DayStats {
-                points,
-                first,
-                last,
-            });
-            days.insert(key, row(&stats)).map_err(db_err)?;
-        }
-        return Ok(());
-    }
-    let updated = match days.get_mut(key).map_err(db_err)? {
+    let updated = match blocks.get_mut(key).map_err(db_err)? {
         Some(mut found) => {
-            let (points, first, last) = found.value();
-            stats.merge(&DayStats {
-                points,
-                first,
-                last,
-            });
-            found.insert(row(&stats)).map_err(db_err)?;
+            let mut block: Block = *found.value();
+            for delta in run {
+                day_blocks::merge(&mut block, delta);
+            }
+            found.insert(&block).map_err(db_err)?;
             true
         }
         None => false,
     };
     if !updated {
-        days.insert(key, row(&stats)).map_err(db_err)?;
+        let mut block = day_blocks::EMPTY;
+        for delta in run {
+            day_blocks::merge(&mut block, delta);
+        }
+        blocks.insert(key, &block).map_err(db_err)?;
     }
     Ok(())
+}
+
+/// Moves the rows of a store written before [`DAY_BLOCKS`] into blocks, in
+/// one transaction, and drops the old table; the rows moved.
+fn migrate_legacy_days(db: &Database) -> Result<u64, StoreError> {
+    {
+        let read = db.begin_read().map_err(db_err)?;
+        if missing_table_is_empty(read.open_table(LEGACY_DAYS))?.is_none() {
+            return Ok(0);
+        }
+    }
+    let txn = db.begin_write().map_err(db_err)?;
+    let mut moved = 0;
+    {
+        let legacy = txn.open_table(LEGACY_DAYS).map_err(db_err)?;
+        let mut blocks = txn.open_table(DAY_BLOCKS).map_err(db_err)?;
+        let mut run: Vec<DayDelta> = Vec::new();
+        let mut run_key = None;
+        for entry in legacy.iter().map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            let (points, first, last) = value.value();
+            let (day, index) = day_blocks::split(key.value());
+            let delta = DayDelta {
+                day,
+                index,
+                stats: DayStats {
+                    points,
+                    first,
+                    last,
+                },
+                fresh: false,
+            };
+            let k = day_blocks::key_of(day, index);
+            if let Some(previous) = run_key
+                && previous != k
+            {
+                merge_run(&mut blocks, previous, &run)?;
+                run.clear();
+            }
+            run_key = Some(k);
+            run.push(delta);
+            moved += 1;
+        }
+        if let Some(k) = run_key {
+            merge_run(&mut blocks, k, &run)?;
+        }
+    }
+    txn.delete_table(LEGACY_DAYS).map_err(db_err)?;
+    txn.commit().map_err(db_err)?;
+    Ok(moved)
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -111,10 +137,17 @@ impl RedbStore {
         {
             txn.open_table(DEVICES).map_err(db_err)?;
             txn.open_table(STATUSES).map_err(db_err)?;
-            txn.open_table(DAYS).map_err(db_err)?;
+            txn.open_table(DAY_BLOCKS).map_err(db_err)?;
             txn.open_table(STREAMS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
+        let moved = migrate_legacy_days(&db)?;
+        if moved > 0 {
+            tracing::info!(
+                rows = moved,
+                "per-day figures moved into blocks of 16 devices"
+            );
+        }
         Ok(RedbStore { db })
     }
 }
@@ -152,9 +185,9 @@ impl Store for RedbStore {
                     .insert(index, (status.online, status.time, status.reason.as_str()))
                     .map_err(db_err)?;
             }
-            let mut days = txn.open_table(DAYS).map_err(db_err)?;
-            for delta in &commit.day_deltas {
-                merge_day(&mut days, delta)?;
+            let mut blocks = txn.open_table(DAY_BLOCKS).map_err(db_err)?;
+            for (key, run) in day_blocks::runs(&commit.day_deltas) {
+                merge_run(&mut blocks, key, run)?;
             }
             let mut streams = txn.open_table(STREAMS).map_err(db_err)?;
             for (key, sequence) in &commit.streams {
@@ -246,46 +279,34 @@ impl Store for RedbStore {
         visit: &mut dyn FnMut(DayDelta),
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let Some(table) = missing_table_is_empty(txn.open_table(DAYS))? else {
+        let Some(table) = missing_table_is_empty(txn.open_table(DAY_BLOCKS))? else {
             return Ok(());
         };
-        let range = day_key(from, 0)..=day_key(to, u32::MAX);
+        let range = day_blocks::key(from, 0)..=day_blocks::key(to, u32::MAX);
         for entry in table.range(range).map_err(db_err)? {
             let (key, value) = entry.map_err(db_err)?;
-            let (day, index) = split_day_key(key.value());
-            let (points, first, last) = value.value();
-            visit(DayDelta {
-                day,
-                index,
-                stats: DayStats {
-                    points,
-                    first,
-                    last,
-                },
-                fresh: false,
-            });
+            let (day, number) = day_blocks::split(key.value());
+            for delta in day_blocks::rows(day, number, value.value()) {
+                visit(delta);
+            }
         }
         Ok(())
     }
 
     fn device_days(&self, index: u32, from: Day, to: Day) -> Result<Vec<DayDelta>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let Some(table) = missing_table_is_empty(txn.open_table(DAYS))? else {
+        let Some(table) = missing_table_is_empty(txn.open_table(DAY_BLOCKS))? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
         let mut day = from;
         while day <= to {
-            if let Some(value) = table.get(day_key(day, index)).map_err(db_err)? {
-                let (points, first, last) = value.value();
+            let block = table.get(day_blocks::key_of(day, index)).map_err(db_err)?;
+            if let Some(stats) = block.and_then(|b| day_blocks::read(b.value(), index)) {
                 out.push(DayDelta {
                     day,
                     index,
-                    stats: DayStats {
-                        points,
-                        first,
-                        last,
-                    },
+                    stats,
                     fresh: false,
                 });
             }
@@ -311,11 +332,17 @@ impl Store for RedbStore {
         let txn = self.db.begin_write().map_err(db_err)?;
         let removed;
         {
-            let mut table = txn.open_table(DAYS).map_err(db_err)?;
-            let before = table
-                .extract_from_if(..day_key(day, 0), |_, _| true)
-                .map_err(db_err)?;
-            removed = before.count() as u64;
+            let mut table = txn.open_table(DAY_BLOCKS).map_err(db_err)?;
+            let mut rows = 0;
+            for entry in table
+                .extract_from_if(..day_blocks::key(day, 0), |_, _| true)
+                .map_err(db_err)?
+            {
+                let (key, block) = entry.map_err(db_err)?;
+                let (day, number) = day_blocks::split(key.value());
+                rows += day_blocks::rows(day, number, block.value()).count() as u64;
+            }
+            removed = rows;
         }
         txn.commit().map_err(db_err)?;
         Ok(removed)
@@ -347,19 +374,6 @@ mod tests {
             retired: false,
             tags: 3,
         }
-    }
-
-    #[test]
-    fn day_keys_order_by_day_then_index() {
-        let keys = [
-            day_key(Day(-3), 9),
-            day_key(Day(-1), 0),
-            day_key(Day(0), 0),
-            day_key(Day(0), u32::MAX),
-            day_key(Day(20_000), 1),
-        ];
-        assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(split_day_key(day_key(Day(-7), 42)), (Day(-7), 42));
     }
 
     #[test]
@@ -476,5 +490,41 @@ mod tests {
             last,
         };
         assert_eq!(rows, [(1, stats(7, 5, 60)), (2, stats(7, 70, 90))]);
+    }
+
+    #[test]
+    fn a_store_of_per_device_day_rows_is_moved_into_blocks_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut legacy = txn.open_table(LEGACY_DAYS).unwrap();
+                for (day, index, points) in [(4, 15u32, 2u64), (4, 16, 3), (5, 0, 1), (-2, 7, 9)] {
+                    legacy
+                        .insert(day_blocks::key(Day(day), index), (points, 10, 20))
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        let mut rows = Vec::new();
+        store
+            .scan_days(Day(-10), Day(10), &mut |d| {
+                rows.push((d.day.0, d.index, d.stats.points));
+            })
+            .unwrap();
+        assert_eq!(rows, [(-2, 7, 9), (4, 15, 2), (4, 16, 3), (5, 0, 1)]);
+        assert_eq!(store.device_days(16, Day(4), Day(5)).unwrap().len(), 1);
+        drop(store);
+        // Moved once: the old table is gone, a second open finds the same.
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        let mut again = 0;
+        store
+            .scan_days(Day(-10), Day(10), &mut |_| again += 1)
+            .unwrap();
+        assert_eq!(again, 4);
+        assert_eq!(store.prune_days_before(Day(5)).unwrap(), 3);
     }
 }
