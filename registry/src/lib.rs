@@ -167,12 +167,11 @@ impl Registry {
                 TcpListenerStream::new(grpc),
                 cancel.clone().cancelled_owned(),
             );
-        let http_server = axum::serve(http, http::router(shared.clone()))
-            .with_graceful_shutdown(cancel.clone().cancelled_owned());
+        let http_thread =
+            http::own_runtime::serve(http, shared.clone(), cancel.clone(), DRAIN_TIMEOUT)?;
         tasks.spawn(prune_periodically(shared.clone(), cancel.clone()));
 
         let grpc_task = tokio::spawn(grpc_server);
-        let http_task = tokio::spawn(async move { http_server.await });
         shutdown.await;
         tracing::info!("registry shutting down");
         cancel.cancel();
@@ -186,7 +185,13 @@ impl Registry {
         // Servers wait for their connections to close; a peer that never
         // closes must not hold the process.
         let grpc_result = finish_within(grpc_task, "gRPC server").await;
-        let http_result = finish_within(http_task, "HTTP server").await;
+        let http_result = match tokio::task::spawn_blocking(move || http_thread.join()).await {
+            Ok(Ok(result)) => Some(result),
+            _ => {
+                tracing::error!("the HTTP server thread panicked");
+                None
+            }
+        };
         // Every committer sender lives in the gRPC service, now dropped.
         let _ = tokio::task::spawn_blocking(move || committer.join()).await;
         if let Some(result) = grpc_result {

@@ -7,6 +7,7 @@
 mod devices;
 mod error;
 mod figures;
+pub(crate) mod own_runtime;
 mod params;
 
 use std::sync::Arc;
