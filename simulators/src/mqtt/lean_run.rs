@@ -294,9 +294,7 @@ impl LeanRun {
             })
             .collect::<Vec<_>>();
         let (exit_tx, exits) = mpsc::unbounded_channel();
-        // The fleet's CONNECT budget, shared by its shards.
-        let shard_count = devices.div_ceil(shard_size).max(1);
-        let connecting = options.lean.connecting / shard_count as usize;
+        let connecting = shard_connecting(options.lean.connecting, devices, shard_size);
         let mut argv = Vec::new();
         let mut from = range.start;
         while from < range.end {
@@ -417,6 +415,14 @@ impl LeanRun {
     }
 }
 
+/// Each shard's part of the fleet's CONNECT budget `fleet` when `devices`
+/// run `shard_size` to a process (a shard still gets
+/// [`super::lean::MIN_CONNECTING`]).
+fn shard_connecting(fleet: usize, devices: u32, shard_size: u32) -> usize {
+    let shards = devices.div_ceil(shard_size.max(1)).max(1);
+    (fleet / shards as usize).max(super::lean::MIN_CONNECTING)
+}
+
 /// Keeps a shard's latest `stats` line.
 async fn read_stats(stdout: tokio::process::ChildStdout, into: Arc<ShardStats>) {
     let mut lines = BufReader::new(stdout).lines();
@@ -514,6 +520,19 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&shard), ids(&parent));
+    }
+
+    #[test]
+    fn the_fleets_connect_budget_is_split_among_its_shards() {
+        // 1 000 000 devices, 18 000 a shard: 56 shards share 4 096.
+        assert_eq!(shard_connecting(FLEET_CONNECTING, 1_000_000, 18_000), 73);
+        assert_eq!(shard_connecting(FLEET_CONNECTING, 100_000, 18_000), 682);
+        assert_eq!(
+            shard_connecting(FLEET_CONNECTING, 10, 18_000),
+            FLEET_CONNECTING
+        );
+        // However many shards, each keeps a few.
+        assert_eq!(shard_connecting(64, 1_000_000, 1_000), 16);
     }
 
     #[test]
