@@ -375,6 +375,34 @@ async fn a_silent_client_is_dropped_after_one_and_a_half_keep_alives_and_its_wil
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_talking_outlives_its_first_deadlines_and_is_dropped_once_silent() {
+    let ingress = TestIngress::start("").await;
+    let mut link = ingress.link("acme");
+    let mut c = raw(ingress.addr).await;
+    let mut opts = fleet_device("dev-chatty", false);
+    opts.keep_alive = 1;
+    assert_eq!(c.connect(&opts).await, 0);
+    let _ = next_event(&mut link).await;
+    // A PINGREQ every 0.5 s for 4 s: past several 1.5 s deadlines, each
+    // looked at again after the client spoke.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.send(&frame(0xC0, &[])).await;
+        assert_eq!(c.recv_kind(13).await.body, Vec::<u8>::new(), "PINGRESP");
+    }
+    assert_eq!(ingress.refusals(Refusal::KeepAliveTimeout), 0);
+    let quiet = tokio::time::Instant::now();
+    c.closed().await;
+    let silent = quiet.elapsed();
+    assert!(
+        silent >= Duration::from_millis(1400) && silent < Duration::from_secs(5),
+        "dropped {silent:?} after its last PINGREQ"
+    );
+    assert_eq!(ingress.refusals(Refusal::KeepAliveTimeout), 1);
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connection_with_the_same_client_id_takes_over_in_order() {
     let ingress = TestIngress::start("").await;
     let mut link = ingress.link("acme");

@@ -375,6 +375,7 @@ async fn accept(
         announced: AtomicBool::new(false),
     });
     claim(shared, &me).await;
+    shared.watch_silence(&me);
     // Given back when the connection is dropped.
     permit.forget();
     let mut conn = Conn {

@@ -73,14 +73,15 @@ impl SessionTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 
     use fieldlink_model::mqtt::ClientInfo;
 
     use super::*;
 
-    fn presence(tenant: &str, client_id: &str) -> Arc<Presence> {
+    /// A presence with no socket, for tests of the shard's tables.
+    pub(in crate::ingress) fn presence(tenant: &str, client_id: &str) -> Arc<Presence> {
         Arc::new(Presence {
             info: ClientInfo {
                 client_id: Arc::from(client_id),
