@@ -527,21 +527,28 @@ pub(crate) async fn stop_shards(mut shards: Vec<Shard>) {
         s.stdin = None;
     }
     let deadline = tokio::time::Instant::now() + SHARD_STOP_TIMEOUT;
+    let total = shards.len();
     let mut killed = Vec::new();
     for mut s in shards {
         if tokio::time::timeout_at(deadline, &mut s.done).await.is_ok() {
             continue;
         }
-        tracing::warn!(
-            pid = s.pid,
-            "shard {}..{} did not stop; killing it",
-            s.range.start,
-            s.range.end
-        );
         if let Some(kill) = s.kill.take() {
             let _ = kill.send(());
         }
         killed.push(s);
+    }
+    if !killed.is_empty() {
+        let ranges: Vec<String> = killed
+            .iter()
+            .map(|s| format!("{}..{}", s.range.start, s.range.end))
+            .collect();
+        tracing::warn!(
+            "{} of {total} shard(s) did not stop within {}; killed them: {}",
+            killed.len(),
+            humantime::format_duration(SHARD_STOP_TIMEOUT),
+            ranges.join(", ")
+        );
     }
     for s in killed {
         let _ = s.done.await;
