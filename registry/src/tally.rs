@@ -298,7 +298,6 @@ mod tests {
             day: Day(3),
             index: a,
             stats: DayStats::point(1),
-            fresh: true,
         });
         let tally = Tally::count(&c, Day(3), 0);
         let by_class = tally.group_by(&[Dimension::Class]);

@@ -465,7 +465,6 @@ mod tests {
             day: Day(day),
             index,
             stats: DayStats::point(t),
-            fresh: false,
         };
         assert!(c.mark_reported(&delta(10, 5)));
         assert!(!c.mark_reported(&delta(10, 9)));

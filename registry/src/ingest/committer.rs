@@ -517,32 +517,14 @@ impl<'a> Planner<'a> {
 
     fn finish(mut self) -> Plan {
         let mut raw = std::mem::take(&mut self.deltas);
-        // Stable: a pair's deltas merge in arrival order (merging is
-        // commutative anyway).
-        raw.sort_by_key(|&(day, index, _)| (day, index));
+        // Merging is commutative: the order within a pair does not matter.
+        raw.sort_unstable_by_key(|&(day, index, _)| (day, index));
         let mut deltas: Vec<DayDelta> = Vec::with_capacity(raw.len());
         for (day, index, stats) in raw {
             match deltas.last_mut() {
                 Some(last) if last.day == day && last.index == index => last.stats.merge(&stats),
-                _ => deltas.push(DayDelta {
-                    day,
-                    index,
-                    stats,
-                    fresh: false,
-                }),
+                _ => deltas.push(DayDelta { day, index, stats }),
             }
-        }
-        let mut set: Option<(Day, Option<&crate::counters::DaySet>)> = None;
-        for delta in &mut deltas {
-            let day_set = match set {
-                Some((day, s)) if day == delta.day => s,
-                _ => {
-                    let s = self.counters.day(delta.day);
-                    set = Some((delta.day, s));
-                    s
-                }
-            };
-            delta.fresh = !day_set.is_some_and(|s| s.devices.contains(delta.index));
         }
         self.plan.commit.day_deltas = deltas;
         self.plan.commit.streams = self.sequences.into_iter().collect();

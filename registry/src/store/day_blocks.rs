@@ -73,13 +73,15 @@ fn write(block: &mut Block, index: u32, stats: &DayStats) {
     slot[16..24].copy_from_slice(&stats.last.to_le_bytes());
 }
 
-/// Merges `delta` into its device's slot of `block`.
-pub(super) fn merge(block: &mut Block, delta: &DayDelta) {
-    let mut stats = delta.stats;
-    if let Some(old) = read(block, delta.index) {
-        stats.merge(&old);
+/// Merges every delta of `run` into its device's slot of `block`.
+pub(super) fn merge_all(block: &mut Block, run: &[DayDelta]) {
+    for delta in run {
+        let mut stats = delta.stats;
+        if let Some(old) = read(block, delta.index) {
+            stats.merge(&old);
+        }
+        write(block, delta.index, &stats);
     }
-    write(block, delta.index, &stats);
 }
 
 /// The devices of `block` (block number `number` of `day`) that reported,
@@ -88,12 +90,7 @@ pub(super) fn rows(day: Day, number: u32, block: &Block) -> impl Iterator<Item =
     let first = number.saturating_mul(SLOTS);
     (0..SLOTS).filter_map(move |slot| {
         let index = first.checked_add(slot)?;
-        read(block, index).map(|stats| DayDelta {
-            day,
-            index,
-            stats,
-            fresh: false,
-        })
+        read(block, index).map(|stats| DayDelta { day, index, stats })
     })
 }
 
@@ -126,7 +123,6 @@ mod tests {
                 first,
                 last,
             },
-            fresh: true,
         }
     }
 
@@ -156,9 +152,11 @@ mod tests {
     #[test]
     fn slots_merge_and_read_back_without_touching_neighbours() {
         let mut block = EMPTY;
-        merge(&mut block, &delta(2, 33, 3, 100, 200));
-        merge(&mut block, &delta(2, 33, 2, 50, 150));
-        merge(&mut block, &delta(2, 47, 1, -5, -5));
+        merge_all(&mut block, &[delta(2, 33, 3, 100, 200)]);
+        merge_all(
+            &mut block,
+            &[delta(2, 33, 2, 50, 150), delta(2, 47, 1, -5, -5)],
+        );
         assert_eq!(
             read(&block, 33),
             Some(DayStats {

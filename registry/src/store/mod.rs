@@ -114,10 +114,6 @@ pub struct DayDelta {
     pub index: u32,
     /// What to merge in.
     pub stats: DayStats,
-    /// A hint: the live day set does not hold the pair yet, so the store
-    /// most likely has no row for it and may write without reading first.
-    /// A store must still merge with a row it does find.
-    pub fresh: bool,
 }
 
 /// One atomic group of changes.

@@ -26,6 +26,9 @@ const LEGACY_DAYS: TableDefinition<u64, (u64, i64, i64)> = TableDefinition::new(
 /// Highest durable sequence by stream key.
 const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
 
+/// Legacy rows moved into blocks per step of the migration.
+const MIGRATE_CHUNK: usize = 1 << 16;
+
 /// File name of the database inside the data directory.
 pub const FILE_NAME: &str = "registry.redb";
 
@@ -36,24 +39,14 @@ fn merge_run(
     key: u64,
     run: &[DayDelta],
 ) -> Result<(), StoreError> {
-    let updated = match blocks.get_mut(key).map_err(db_err)? {
-        Some(mut found) => {
-            let mut block: Block = *found.value();
-            for delta in run {
-                day_blocks::merge(&mut block, delta);
-            }
-            found.insert(&block).map_err(db_err)?;
-            true
-        }
-        None => false,
-    };
-    if !updated {
-        let mut block = day_blocks::EMPTY;
-        for delta in run {
-            day_blocks::merge(&mut block, delta);
-        }
-        blocks.insert(key, &block).map_err(db_err)?;
+    if let Some(mut found) = blocks.get_mut(key).map_err(db_err)? {
+        let mut block: Block = *found.value();
+        day_blocks::merge_all(&mut block, run);
+        return found.insert(&block).map_err(db_err);
     }
+    let mut block = day_blocks::EMPTY;
+    day_blocks::merge_all(&mut block, run);
+    blocks.insert(key, &block).map_err(db_err)?;
     Ok(())
 }
 
@@ -71,35 +64,33 @@ fn migrate_legacy_days(db: &Database) -> Result<u64, StoreError> {
     {
         let legacy = txn.open_table(LEGACY_DAYS).map_err(db_err)?;
         let mut blocks = txn.open_table(DAY_BLOCKS).map_err(db_err)?;
-        let mut run: Vec<DayDelta> = Vec::new();
-        let mut run_key = None;
-        for entry in legacy.iter().map_err(db_err)? {
-            let (key, value) = entry.map_err(db_err)?;
-            let (points, first, last) = value.value();
-            let (day, index) = day_blocks::split(key.value());
-            let delta = DayDelta {
-                day,
-                index,
-                stats: DayStats {
-                    points,
-                    first,
-                    last,
-                },
-                fresh: false,
-            };
-            let k = day_blocks::key_of(day, index);
-            if let Some(previous) = run_key
-                && previous != k
-            {
-                merge_run(&mut blocks, previous, &run)?;
-                run.clear();
+        // In chunks, so a large store is not held in memory at once; a run
+        // cut by a chunk's end merges into the block its first part wrote.
+        let mut chunk: Vec<DayDelta> = Vec::with_capacity(MIGRATE_CHUNK);
+        let mut rows = legacy.iter().map_err(db_err)?;
+        loop {
+            chunk.clear();
+            for entry in rows.by_ref().take(MIGRATE_CHUNK) {
+                let (key, value) = entry.map_err(db_err)?;
+                let (points, first, last) = value.value();
+                let (day, index) = day_blocks::split(key.value());
+                chunk.push(DayDelta {
+                    day,
+                    index,
+                    stats: DayStats {
+                        points,
+                        first,
+                        last,
+                    },
+                });
             }
-            run_key = Some(k);
-            run.push(delta);
-            moved += 1;
-        }
-        if let Some(k) = run_key {
-            merge_run(&mut blocks, k, &run)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (key, run) in day_blocks::runs(&chunk) {
+                merge_run(&mut blocks, key, run)?;
+            }
+            moved += chunk.len() as u64;
         }
     }
     txn.delete_table(LEGACY_DAYS).map_err(db_err)?;
@@ -303,12 +294,7 @@ impl Store for RedbStore {
         while day <= to {
             let block = table.get(day_blocks::key_of(day, index)).map_err(db_err)?;
             if let Some(stats) = block.and_then(|b| day_blocks::read(b.value(), index)) {
-                out.push(DayDelta {
-                    day,
-                    index,
-                    stats,
-                    fresh: false,
-                });
+                out.push(DayDelta { day, index, stats });
             }
             day = day.plus(1);
         }
@@ -399,7 +385,6 @@ mod tests {
                         first: 100,
                         last: 200,
                     },
-                    fresh: true,
                 }],
                 streams: vec![("t/gw/s".into(), 4)],
             };
@@ -413,8 +398,7 @@ mod tests {
                         first: 50,
                         last: 150,
                     },
-                    // A wrong hint must not lose the stored figures.
-                    fresh: true,
+                    // Merged with the stored figures, not in their place.
                 }],
                 streams: vec![("t/gw/s".into(), 5)],
                 ..Commit::default()
@@ -450,7 +434,7 @@ mod tests {
     fn a_known_row_merges_in_place_and_a_missing_one_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
-        let delta = |index, points, first, last, fresh| DayDelta {
+        let delta = |index, points, first, last| DayDelta {
             day: Day(3),
             index,
             stats: DayStats {
@@ -458,26 +442,17 @@ mod tests {
                 first,
                 last,
             },
-            fresh,
         };
         let days = |deltas| Commit {
             day_deltas: deltas,
             ..Commit::default()
         };
+        store.commit(&days(vec![delta(1, 4, 10, 40)])).unwrap();
+        // 1 is stored (merged where it lies), 2 is not (written).
         store
-            .commit(&days(vec![delta(1, 4, 10, 40, true)]))
+            .commit(&days(vec![delta(1, 2, 5, 20), delta(2, 7, 70, 90)]))
             .unwrap();
-        // Not fresh: 1 is stored (merged where it lies), 2 is not (a hint
-        // that is wrong the other way must still write it).
-        store
-            .commit(&days(vec![
-                delta(1, 2, 5, 20, false),
-                delta(2, 7, 70, 90, false),
-            ]))
-            .unwrap();
-        store
-            .commit(&days(vec![delta(1, 1, 60, 60, false)]))
-            .unwrap();
+        store.commit(&days(vec![delta(1, 1, 60, 60)])).unwrap();
         drop(store);
         let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
         let mut rows = Vec::new();
