@@ -47,6 +47,8 @@ struct Known {
 #[derive(Debug)]
 pub struct Normalizer {
     devices: Vec<Option<Known>>,
+    /// How many of `devices` are declared (kept, not counted per announce).
+    declared: u64,
     announcements: Arc<Announcements>,
     spool: Arc<Mutex<Spool>>,
     wake_uplink: Arc<Notify>,
@@ -71,6 +73,7 @@ impl Normalizer {
     ) -> Self {
         Normalizer {
             devices: Vec::new(),
+            declared: 0,
             announcements,
             spool,
             wake_uplink,
@@ -143,7 +146,12 @@ impl Normalizer {
                 if self.devices.len() <= index {
                     self.devices.resize_with(index + 1, || None);
                 }
-                let known = self.devices[index].get_or_insert_with(|| Known {
+                let slot = &mut self.devices[index];
+                if slot.is_none() {
+                    self.declared += 1;
+                    self.metrics.devices.store(self.declared, Relaxed);
+                }
+                let known = slot.get_or_insert_with(|| Known {
                     info: info.clone(),
                     tags: tags.clone(),
                     online: None,
@@ -158,8 +166,6 @@ impl Normalizer {
                 self.announcements
                     .set(device.index(), known.info.clone(), known.tags.clone());
                 self.builder.announce(announce);
-                let declared = self.devices.iter().flatten().count();
-                self.metrics.devices.store(declared as u64, Relaxed);
             }
             DriverEvent::Status {
                 device,
@@ -360,5 +366,33 @@ mod tests {
                 .len();
         }
         assert_eq!(announced, devices as usize);
+    }
+
+    #[test]
+    fn the_declared_gauge_counts_each_device_once_however_often_it_announces() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Mutex::new(
+            Spool::open(dir.path(), 1 << 30, 64 << 20, false).unwrap(),
+        ));
+        let metrics = Arc::new(Metrics::default());
+        let mut normalizer = Normalizer::new(
+            Arc::default(),
+            spool,
+            Arc::default(),
+            metrics.clone(),
+            10_000,
+            Duration::from_secs(3600),
+        );
+        let tags: Arc<TagTable> =
+            Arc::new([TagInfo::new("t", ValueKind::Int)].into_iter().collect());
+        // Devices 0, 7 and 3, then 7 again (a reconnect announces anew).
+        for i in [0u32, 7, 3, 7, 0] {
+            normalizer.add(DriverEvent::Announce {
+                device: DeviceHandle(i),
+                info: Arc::new(info(i)),
+                tags: tags.clone(),
+            });
+        }
+        assert_eq!(metrics.devices.load(Relaxed), 3);
     }
 }

@@ -234,7 +234,9 @@ impl Device {
         }
     }
 
-    /// Connects from the device's own address and logs in; the stream
+    /// Connects from the device's own address and logs in, sending its
+    /// registration (`meta`, then `online`) right behind the CONNECT in the
+    /// same segment, as MQTT lets a client do before CONNACK; the stream
     /// after a successful CONNACK.
     async fn connect(&self, shared: &Shared) -> std::io::Result<TcpStream> {
         let options = &shared.options;
@@ -244,23 +246,34 @@ impl Device {
         socket.bind(source)?;
         let broker = options.brokers[self.planned.index as usize % options.brokers.len()];
         let mut stream = socket.connect(broker).await?;
-        stream.set_nodelay(true)?;
         let login = options
             .logins
             .get(&*self.tenant)
             .ok_or_else(|| std::io::Error::other("no login"))?;
         let id = self.planned.id();
-        let mut out = Vec::with_capacity(192);
+        let tenant = &*self.tenant;
+        let status = device_topic(tenant, &id, "status");
+        let mut out = Vec::with_capacity(512);
         wire::connect(
             &mut out,
             &id,
             keep_alive(options.interval),
             &login.username,
             &login.password,
-            &device_topic(&self.tenant, &id, "status"),
+            &status,
             b"offline",
         );
+        wire::publish(
+            &mut out,
+            &device_topic(tenant, &id, "meta"),
+            meta_json(&self.planned, tenant).as_bytes(),
+            1,
+            true,
+            1,
+        );
+        wire::publish(&mut out, &status, b"online", 1, true, 2);
         stream.write_all(&out).await?;
+        drop(out);
         let mut ack = [0u8; 4];
         tokio::time::timeout(CONNACK_TIMEOUT, stream.read_exact(&mut ack))
             .await
@@ -273,33 +286,14 @@ impl Device {
         Ok(stream)
     }
 
-    /// Registration, then telemetry every interval until the fleet stops or
-    /// the connection is lost.
+    /// Telemetry every interval until the fleet stops or the connection is
+    /// lost.
     async fn session(&self, mut stream: TcpStream, shared: &Shared) -> End {
         let options = &shared.options;
         let stats = &shared.stats.mqtt;
         let id = self.planned.id();
         let tenant = &*self.tenant;
-        let mut out = Vec::with_capacity(512);
-        wire::publish(
-            &mut out,
-            &device_topic(tenant, &id, "meta"),
-            meta_json(&self.planned, tenant).as_bytes(),
-            1,
-            true,
-            1,
-        );
-        wire::publish(
-            &mut out,
-            &device_topic(tenant, &id, "status"),
-            b"online",
-            1,
-            true,
-            2,
-        );
-        if stream.write_all(&out).await.is_err() {
-            return End::Lost;
-        }
+        let mut out = Vec::new();
         let telemetry = device_topic(tenant, &id, "telemetry");
         let keep_alive = Duration::from_secs(u64::from(keep_alive(options.interval)));
         // The first publish is spread over the interval by the device's index.
