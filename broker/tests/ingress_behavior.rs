@@ -195,6 +195,58 @@ async fn devices_connect_publish_at_every_qos_and_leave_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_sent_behind_the_connect_before_connack_are_answered_after_it() {
+    let ingress = TestIngress::start("").await;
+    let mut link = ingress.link("acme");
+    for v5 in [false, true] {
+        let id = if v5 { "early-5" } else { "early-4" };
+        let mut c = raw(ingress.addr).await;
+        // A device's registration in the CONNECT's own write, as MQTT lets
+        // a client send before CONNACK.
+        let mut burst = connect(&fleet_device(id, v5));
+        burst.extend(publish(
+            v5,
+            &format!("acme/{id}/meta"),
+            b"{\"m\":1}",
+            1,
+            1,
+            false,
+        ));
+        burst.extend(publish(
+            v5,
+            &format!("acme/{id}/status"),
+            b"online",
+            1,
+            2,
+            false,
+        ));
+        c.send(&burst).await;
+        let connack = c.recv().await.expect("a CONNACK");
+        assert_eq!((connack.kind(), connack.body[1]), (2, 0), "{connack:?}");
+        for pkid in [1u8, 2] {
+            let puback = c.recv().await.expect("a PUBACK");
+            assert_eq!((puback.kind(), &puback.body[..2]), (4, &[0, pkid][..]));
+        }
+        assert!(
+            matches!(next_event(&mut link).await, MqttEvent::Connected(info) if &*info.client_id == id)
+        );
+        for payload in [&b"{\"m\":1}"[..], b"online"] {
+            match next_event(&mut link).await {
+                MqttEvent::Publish(p) => assert_eq!(&p.payload[..], payload),
+                other => panic!("expected Publish, got {other:?}"),
+            }
+        }
+        c.send(&frame(0xE0, &[])).await;
+        assert!(c.closed().await.is_empty());
+        assert!(matches!(
+            next_event(&mut link).await,
+            MqttEvent::Disconnected { .. }
+        ));
+    }
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_credential_publishes_only_under_its_own_client_id() {
     let ingress = TestIngress::start("").await;
     let mut link = ingress.link("acme");

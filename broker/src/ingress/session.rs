@@ -28,8 +28,9 @@ use crate::metrics::Refusal;
 
 /// Bytes read from the socket at once (on the stack).
 const READ_CHUNK: usize = 2048;
-/// Bytes the CONNECT phase's buffer grows by.
-const CONNECT_CHUNK: usize = 256;
+/// Bytes the CONNECT phase's buffer grows by: a CONNECT and the
+/// registration a device pipelines behind it come in one read.
+const CONNECT_CHUNK: usize = 1024;
 
 /// A will, owned.
 #[derive(Debug)]
@@ -105,6 +106,8 @@ struct Pending {
     partial: Vec<u8>,
     /// Packet ids of QoS 2 publishes delivered, awaiting PUBREL.
     qos2: Vec<u16>,
+    /// The CONNACK, until the first write.
+    greeting: Vec<u8>,
 }
 
 impl Drop for Conn {
@@ -203,7 +206,7 @@ async fn accept(
                 return None;
             }
         }
-        // A CONNECT is tens of bytes: grow only as far as it needs.
+        // A CONNECT is tens of bytes: grow a chunk at a time.
         buf.reserve(CONNECT_CHUNK);
         let read = tokio::select! {
             _ = shared.stop.cancelled() => return None,
@@ -387,7 +390,7 @@ async fn accept(
         pending: (!partial.is_empty()).then(|| {
             Box::new(Pending {
                 partial,
-                qos2: Vec::new(),
+                ..Pending::default()
             })
         }),
         version,
@@ -400,14 +403,10 @@ async fn accept(
         maximum_packet_size: u32::try_from(limits.max_packet_size + 5).unwrap_or(u32::MAX),
     };
     codec::connack_ok(&mut out, version, &props);
-    let written = tokio::time::timeout(limits.write_timeout, conn.stream.write_all(&out)).await;
-    if !matches!(written, Ok(Ok(()))) {
-        return None;
-    }
-    shared
-        .metrics
-        .bytes_out
-        .fetch_add(out.len() as u64, Relaxed);
+    // The CONNACK goes out with the acks of what came behind the CONNECT
+    // (`Conn::start`): one segment where a device pipelines its
+    // registration.
+    conn.pending.get_or_insert_default().greeting = out;
 
     shared.metrics.connections.fetch_add(1, Relaxed);
     shared.metrics.connections_total.fetch_add(1, Relaxed);
@@ -576,7 +575,7 @@ impl Conn {
         if self
             .pending
             .as_ref()
-            .is_some_and(|p| p.partial.is_empty() && p.qos2.is_empty())
+            .is_some_and(|p| p.partial.is_empty() && p.qos2.is_empty() && p.greeting.is_empty())
         {
             self.pending = None;
         }
@@ -664,11 +663,17 @@ impl Conn {
     /// Acts on decoded packets in order and writes the answers; `Some`
     /// when the connection ends.
     async fn handle(&mut self, incoming: Vec<Incoming>) -> Option<End> {
-        if incoming.is_empty() {
+        // The CONNACK, written with the first acks.
+        let mut out = self
+            .pending
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.greeting))
+            .unwrap_or_default();
+        self.tidy_pending();
+        if incoming.is_empty() && out.is_empty() {
             return None;
         }
         let version = self.version;
-        let mut out = Vec::new();
         let mut end = None;
         for item in incoming {
             match item {

@@ -274,8 +274,7 @@ impl Device {
         wire::publish(&mut out, &status, b"online", 1, true, 2);
         stream.write_all(&out).await?;
         drop(out);
-        let mut ack = [0u8; 4];
-        tokio::time::timeout(CONNACK_TIMEOUT, stream.read_exact(&mut ack))
+        let ack = tokio::time::timeout(CONNACK_TIMEOUT, read_connack(&mut stream))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         if ack[0] != 0x20 || ack[1] != 2 || ack[3] != 0 {
@@ -365,6 +364,21 @@ impl Device {
             last_sent = now;
         }
     }
+}
+
+/// Reads until the 4 bytes of a CONNACK are in; the PUBACKs a broker
+/// sends in the same segment are read with it and dropped (the device
+/// does not wait for them).
+async fn read_connack(stream: &mut TcpStream) -> std::io::Result<[u8; 4]> {
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while got < 4 {
+        match stream.read(&mut buf[got..]).await? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    Ok([buf[0], buf[1], buf[2], buf[3]])
 }
 
 /// Lets the kernel choose the source port at `connect`, knowing the
