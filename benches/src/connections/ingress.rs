@@ -329,6 +329,7 @@ async fn with_broker(
             latency: Some(latency),
             registry_online_min: online_min,
             verified: Some(verified),
+            consumed_per_sec: None,
         })
     };
     let out = tokio::select! {

@@ -2,8 +2,10 @@
 //! process per [`DEVICES_PER_SHARD`] connections on ports of their own
 //! (device `i` connects to shard `i % shards`), each with the fleet logins
 //! in a password file and an ACL per tenant. Each shard's `$SYS` count of
-//! clients says what it holds. Nothing subscribes: the figures are the
-//! broker's alone.
+//! clients says what it holds. The bench's observer of each shard also
+//! subscribes to the devices' telemetry, as the consumer: mosquitto
+//! delivers every message, as the ingress hands every message to its
+//! gateway, instead of dropping what nobody subscribed to.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,8 +28,10 @@ use crate::process::{self, ChildProcess};
 /// Connections one mosquitto process is given (as the issue asks: one per
 /// 15 000).
 pub(crate) const DEVICES_PER_SHARD: u32 = 15_000;
-/// The user the bench reads `$SYS` as.
+/// The user the bench reads `$SYS` and the telemetry as.
 const OBSERVER: &str = "bench-observer";
+/// What the consumer subscribes to: every device's telemetry.
+const TELEMETRY: &str = "+/+/telemetry";
 /// How long a mosquitto may take to listen.
 const START: Duration = Duration::from_secs(30);
 /// How long one may take to stop.
@@ -78,7 +82,8 @@ pub(crate) async fn run(
                 process.log().tail_text()
             )
         })?;
-        let observer = SysObserver::start(listen, OBSERVER, &observer_password);
+        let observer =
+            SysObserver::start_consuming(listen, OBSERVER, &observer_password, Some(TELEMETRY));
         shards.push(Shard { process, observer });
         addrs.push(listen);
     }
@@ -106,7 +111,7 @@ fn users(logins: &HashMap<String, FleetLogin>, observer_password: &str) -> Vec<U
     users.push(User {
         username: OBSERVER.to_owned(),
         password: observer_password.to_owned(),
-        access: Access::Observer,
+        access: Access::Consumer,
     });
     users
 }
@@ -186,8 +191,10 @@ async fn with_shards(
         let kernel_held = KernelMemory::now();
         let held_rss = (hold::rss_of(&pids), hold::rss_of(&fleet_pids));
         let cpu_hold_start = cpu_now(&pids, &fleet_pids);
+        let consumed_before = consumed(shards);
         let held = hold::hold(&mut fleet, hold_for, || async { sys_connected(shards) }).await?;
         let cpu_hold_end = cpu_now(&pids, &fleet_pids);
+        let consumed_per_sec = (consumed(shards) - consumed_before) as f64 / held.seconds.max(1e-9);
         let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
         broker_group.rss_held_bytes = held_rss.0;
         broker_group.cpu_ramp_seconds = diff(cpu_start, cpu_ramp_end.0);
@@ -218,11 +225,17 @@ async fn with_shards(
             latency: None,
             registry_online_min: None,
             verified: None,
+            consumed_per_sec: Some(consumed_per_sec),
         })
     };
     let out = measured.await;
     fleet.stop().await;
     out
+}
+
+/// Telemetry messages the shards delivered to the consumer so far.
+fn consumed(shards: &[Shard]) -> u64 {
+    shards.iter().map(|s| s.observer.consumed()).sum()
 }
 
 /// CPU seconds of the brokers and of the fleet now.
@@ -260,6 +273,6 @@ mod tests {
         assert_eq!(users[0].access, Access::Fleet("acme".into()));
         assert_eq!(users[1].access, Access::Fleet("beta".into()));
         assert_eq!(users[2].username, OBSERVER);
-        assert_eq!(users[2].access, Access::Observer);
+        assert_eq!(users[2].access, Access::Consumer);
     }
 }

@@ -59,6 +59,10 @@ pub(crate) struct PartOut {
     pub(crate) registry_online_min: Option<u64>,
     /// `bench verify`'s verdict: `Ok` or what differed.
     pub(crate) verified: Option<Result<(), String>>,
+    /// Telemetry messages a second the bench's subscriber took from the
+    /// brokers in the hold (mosquitto only; on the fieldlink side the
+    /// gateways take every message, and the registry counts them).
+    pub(crate) consumed_per_sec: Option<f64>,
 }
 
 /// fieldlink over mosquitto, for figures where less is better, and the
@@ -308,6 +312,13 @@ impl Results {
                 let _ = writeln!(s, "bench verify FAILED: {e}");
             }
             None => {}
+        }
+        if let Some(c) = p.and_then(|p| p.consumed_per_sec) {
+            let _ = writeln!(
+                s,
+                "mosquitto: the bench's subscriber on each shard took {c:.1} telemetry messages/s in the hold \
+                 (its broker CPU includes delivering them, as the ingress's includes its gateways)"
+            );
         }
         if let Some(why) = &self.peer_missing {
             let _ = writeln!(s, "mosquitto: {why}");

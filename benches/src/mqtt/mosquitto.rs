@@ -127,6 +127,9 @@ pub(crate) enum Access {
     Service,
     /// `$SYS/#`, read only.
     Observer,
+    /// `$SYS/#` and every other topic, read only: the consumer of what the
+    /// devices publish.
+    Consumer,
     /// The login a lean fleet's devices of this tenant share: the tenant's
     /// topics (mosquitto's patterns are for every user, so the fieldlink
     /// broker's `%t/%c/#` for just these users is written as the tenant).
@@ -203,6 +206,12 @@ fn acl_text(tenant: &str, users: &[User]) -> String {
             }
             Access::Observer => {
                 text.push_str(&format!("user {}\ntopic read $SYS/#\n", u.username));
+            }
+            Access::Consumer => {
+                text.push_str(&format!(
+                    "user {}\ntopic read $SYS/#\ntopic read #\n",
+                    u.username
+                ));
             }
             Access::Fleet(of) => {
                 text.push_str(&format!("user {}\ntopic readwrite {of}/#\n", u.username));

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct SysObserver {
     state: Arc<Mutex<State>>,
+    consumed: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -52,6 +54,21 @@ impl SysObserver {
     /// Connects as `username` to mosquitto at `addr` and subscribes to
     /// `$SYS/broker/#` (on every session).
     pub(crate) fn start(addr: SocketAddr, username: &str, password: &str) -> SysObserver {
+        Self::start_consuming(addr, username, password, None)
+    }
+
+    /// Also subscribes to `consume` (QoS 0) and counts what arrives on it,
+    /// as the consumer of a broker's messages: a broker that delivers does
+    /// the work a broker that drops does not.
+    pub(crate) fn start_consuming(
+        addr: SocketAddr,
+        username: &str,
+        password: &str,
+        consume: Option<&str>,
+    ) -> SysObserver {
+        let consume = consume.map(str::to_owned);
+        let consumed = Arc::new(AtomicU64::new(0));
+        let taken = consumed.clone();
         let mut options = MqttOptions::new(username, addr.ip().to_string(), addr.port());
         options
             .set_credentials(username, password)
@@ -64,6 +81,12 @@ impl SysObserver {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         let _ = client.try_subscribe("$SYS/broker/#", QoS::AtMostOnce);
+                        if let Some(filter) = &consume {
+                            let _ = client.try_subscribe(filter.as_str(), QoS::AtMostOnce);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if !p.topic.starts_with("$SYS/") => {
+                        taken.fetch_add(1, Relaxed);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let text = String::from_utf8_lossy(&p.payload);
@@ -85,7 +108,16 @@ impl SysObserver {
                 }
             }
         });
-        SysObserver { state, task }
+        SysObserver {
+            state,
+            consumed,
+            task,
+        }
+    }
+
+    /// Messages that arrived on the `consume` filter so far.
+    pub(crate) fn consumed(&self) -> u64 {
+        self.consumed.load(Relaxed)
     }
 
     /// The latest value of `topic`.
