@@ -404,7 +404,7 @@ async fn accept(
     };
     codec::connack_ok(&mut out, version, &props);
     // The CONNACK goes out with the acks of what came behind the CONNECT
-    // (`Conn::start`): one segment where a device pipelines its
+    // (`Conn::handle`): one segment where a device pipelines its
     // registration.
     conn.pending.get_or_insert_default().greeting = out;
 
