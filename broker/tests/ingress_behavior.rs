@@ -247,6 +247,55 @@ async fn publishes_sent_behind_the_connect_before_connack_are_answered_after_it(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_or_a_broken_packet_behind_the_connect_still_gets_its_connack_first() {
+    let ingress = TestIngress::start("").await;
+    let mut link = ingress.link("acme");
+    // CONNECT and DISCONNECT in one write: CONNACK, then a clean end.
+    let mut quick = raw(ingress.addr).await;
+    let mut burst = connect(&fleet_device("quick", false));
+    burst.extend(frame(0xE0, &[]));
+    quick.send(&burst).await;
+    let got = quick.closed().await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].kind(), got[0].body[1]), (2, 0));
+    assert!(matches!(
+        next_event(&mut link).await,
+        MqttEvent::Connected(_)
+    ));
+    assert!(matches!(
+        next_event(&mut link).await,
+        MqttEvent::Disconnected { clean: true, .. }
+    ));
+    // CONNECT, a good QoS 1 publish, then a publish with a broken topic
+    // length: CONNACK and the good one's PUBACK, then the close (MQTT 5
+    // says why: malformed, 0x81).
+    let mut broken = raw(ingress.addr).await;
+    let mut burst = connect(&fleet_device("broken", true));
+    burst.extend(publish(true, "acme/broken/telemetry", b"ok", 1, 3, false));
+    burst.extend(frame(0x30, &[0xff, 0xff, b'a']));
+    broken.send(&burst).await;
+    let got = broken.closed().await;
+    let kinds: Vec<u8> = got.iter().map(|g| g.kind()).collect();
+    assert_eq!(kinds, [2, 4, 14], "{got:?}");
+    assert_eq!(&got[1].body[..2], &[0, 3]);
+    assert_eq!(got[2].body.first(), Some(&0x81));
+    assert!(matches!(
+        next_event(&mut link).await,
+        MqttEvent::Connected(_)
+    ));
+    match next_event(&mut link).await {
+        MqttEvent::Publish(p) => assert_eq!(&p.payload[..], b"ok"),
+        other => panic!("expected Publish, got {other:?}"),
+    }
+    assert!(matches!(
+        next_event(&mut link).await,
+        MqttEvent::Disconnected { clean: false, .. }
+    ));
+    assert_eq!(ingress.refusals(Refusal::Malformed), 1);
+    ingress.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_credential_publishes_only_under_its_own_client_id() {
     let ingress = TestIngress::start("").await;
     let mut link = ingress.link("acme");
