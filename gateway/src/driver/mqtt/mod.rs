@@ -920,26 +920,41 @@ struct Meta {
     attributes: std::collections::BTreeMap<String, String>,
 }
 
-fn short(v: &Value, key: &str) -> Result<Option<String>, String> {
-    match v.get(key) {
+/// A registration as sent: the fields read, each any JSON value until
+/// checked (others are ignored), without a map of the whole object.
+#[derive(serde::Deserialize)]
+struct RawMeta {
+    category: Option<Value>,
+    class: Option<Value>,
+    #[serde(rename = "type")]
+    device_type: Option<Value>,
+    name: Option<Value>,
+    attributes: Option<Value>,
+}
+
+fn short(v: Option<Value>, key: &str) -> Result<Option<String>, String> {
+    match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= 256 && !s.chars().any(char::is_control) => {
-            Ok(Some(s.clone()))
-        }
+        Some(Value::String(s)) if s.len() <= 256 && !s.chars().any(char::is_control) => Ok(Some(s)),
         Some(_) => Err(format!("`{key}` must be a string of at most 256 bytes")),
     }
 }
 
 fn parse_meta(payload: &[u8]) -> Result<Meta, String> {
-    let v: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
-    if !v.is_object() {
-        return Err("not a JSON object".to_owned());
-    }
-    let category: Category = short(&v, "category")?
+    let v: RawMeta = serde_json::from_slice(payload).map_err(|e| {
+        if e.is_data() {
+            // Valid JSON of another shape (an array, a string), or a field
+            // given twice.
+            format!("not a JSON object of registration fields: {e}")
+        } else {
+            format!("not JSON: {e}")
+        }
+    })?;
+    let category: Category = short(v.category, "category")?
         .ok_or("no `category`")?
         .parse()
         .map_err(|e| format!("{e}"))?;
-    if let Some(class) = short(&v, "class")? {
+    if let Some(class) = short(v.class, "class")? {
         let class: DeviceClass = class.parse().map_err(|e| format!("{e}"))?;
         if class != category.class() {
             return Err(format!(
@@ -949,32 +964,35 @@ fn parse_meta(payload: &[u8]) -> Result<Meta, String> {
         }
     }
     let mut attributes = std::collections::BTreeMap::new();
-    if let Some(a) = v.get("attributes") {
-        let a = a.as_object().ok_or("`attributes` must be an object")?;
-        if a.len() > 64 {
-            return Err("more than 64 attributes".to_owned());
-        }
-        for (k, value) in a {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => {
-                    return Err(format!(
-                        "attribute `{k}` must be a string, number or boolean"
-                    ));
-                }
-            };
-            if k.len() > 128 || text.len() > 1024 {
-                return Err(format!("attribute `{k}` is too long"));
+    match v.attributes {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(a)) => {
+            if a.len() > 64 {
+                return Err("more than 64 attributes".to_owned());
             }
-            attributes.insert(k.clone(), text);
+            for (k, value) in a {
+                let text = match value {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => {
+                        return Err(format!(
+                            "attribute `{k}` must be a string, number or boolean"
+                        ));
+                    }
+                };
+                if k.len() > 128 || text.len() > 1024 {
+                    return Err(format!("attribute `{k}` is too long"));
+                }
+                attributes.insert(k, text);
+            }
         }
+        Some(_) => return Err("`attributes` must be an object".to_owned()),
     }
     Ok(Meta {
         category,
-        device_type: short(&v, "type")?,
-        name: short(&v, "name")?,
+        device_type: short(v.device_type, "type")?,
+        name: short(v.name, "name")?,
         attributes,
     })
 }

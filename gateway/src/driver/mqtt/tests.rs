@@ -586,3 +586,49 @@ async fn a_status_that_arrives_before_the_registration_is_applied_by_it() {
     assert_eq!(d.malformed.load(Relaxed), 0);
     h.stop().await;
 }
+
+#[test]
+fn registrations_are_read_field_by_field_and_refused_with_what_is_wrong() {
+    let meta = super::parse_meta(
+        br#"{"class":"processing","category":"robots","type":"arm","name":"R1","attributes":{"line":3,"hot":true,"site":"A"},"extra":[1]}"#,
+    )
+    .unwrap();
+    assert_eq!(meta.category, fieldlink_model::Category::Robots);
+    assert_eq!(meta.device_type.as_deref(), Some("arm"));
+    assert_eq!(meta.name.as_deref(), Some("R1"));
+    let attributes: Vec<(&str, &str)> = meta
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(attributes, [("hot", "true"), ("line", "3"), ("site", "A")]);
+    // Null fields are absent ones.
+    let meta =
+        super::parse_meta(br#"{"category":"robots","name":null,"attributes":null}"#).unwrap();
+    assert_eq!((meta.name, meta.attributes.len()), (None, 0));
+
+    let refused = |payload: &[u8]| super::parse_meta(payload).unwrap_err();
+    assert!(refused(b"{\"category\":").starts_with("not JSON"));
+    assert!(refused(b"[1,2]").starts_with("not a JSON object"));
+    assert!(
+        refused(br#"{"category":"robots","category":"pumps"}"#)
+            .contains("duplicate field `category`")
+    );
+    assert_eq!(refused(br#"{"name":"x"}"#), "no `category`");
+    assert_eq!(
+        refused(br#"{"category":"robots","name":7}"#),
+        "`name` must be a string of at most 256 bytes"
+    );
+    assert!(
+        refused(br#"{"category":"robots","class":"mobile"}"#)
+            .contains("belongs to class `processing`")
+    );
+    assert_eq!(
+        refused(br#"{"category":"robots","attributes":[1]}"#),
+        "`attributes` must be an object"
+    );
+    assert_eq!(
+        refused(br#"{"category":"robots","attributes":{"a":{"b":1}}}"#),
+        "attribute `a` must be a string, number or boolean"
+    );
+}
