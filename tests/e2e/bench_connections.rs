@@ -94,6 +94,11 @@ fn bench_connections_holds_counts_and_verifies_every_device() {
     match json.get("peer") {
         Some(Value::Object(_)) => {
             assert_held(json, "peer");
+            // mosquitto delivered the telemetry to the bench's subscriber,
+            // as the ingress hands it to its gateways.
+            let published = number_at(json, "/peer/hold/published_per_sec");
+            let consumed = number_at(json, "/peer/consumed_per_sec");
+            assert!(consumed >= published * 0.5, "{json:#}");
             assert!(json.pointer("/ratios").is_some_and(Value::is_object));
             assert!(run.stdout.contains("mosquitto version"), "{}", run.stdout);
         }
