@@ -119,6 +119,14 @@ fn fleet_device(client_id: &str, v5: bool) -> ConnectOpts<'static> {
     }
 }
 
+/// The link's next event, which must be a publish.
+async fn next_publish(link: &mut MqttLink) -> fieldlink_model::mqtt::MqttPublish {
+    match next_event(link).await {
+        MqttEvent::Publish(p) => p,
+        other => panic!("expected Publish, got {other:?}"),
+    }
+}
+
 async fn raw(addr: std::net::SocketAddr) -> Raw<TcpStream> {
     Raw {
         stream: TcpStream::connect(addr).await.unwrap(),
@@ -231,10 +239,7 @@ async fn publishes_sent_behind_the_connect_before_connack_are_answered_after_it(
             matches!(next_event(&mut link).await, MqttEvent::Connected(info) if &*info.client_id == id)
         );
         for payload in [&b"{\"m\":1}"[..], b"online"] {
-            match next_event(&mut link).await {
-                MqttEvent::Publish(p) => assert_eq!(&p.payload[..], payload),
-                other => panic!("expected Publish, got {other:?}"),
-            }
+            assert_eq!(&next_publish(&mut link).await.payload[..], payload);
         }
         c.send(&frame(0xE0, &[])).await;
         assert!(c.closed().await.is_empty());
@@ -283,10 +288,7 @@ async fn a_disconnect_or_a_broken_packet_behind_the_connect_still_gets_its_conna
         next_event(&mut link).await,
         MqttEvent::Connected(_)
     ));
-    match next_event(&mut link).await {
-        MqttEvent::Publish(p) => assert_eq!(&p.payload[..], b"ok"),
-        other => panic!("expected Publish, got {other:?}"),
-    }
+    assert_eq!(&next_publish(&mut link).await.payload[..], b"ok");
     assert!(matches!(
         next_event(&mut link).await,
         MqttEvent::Disconnected { clean: false, .. }

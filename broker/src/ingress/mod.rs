@@ -196,7 +196,7 @@ struct Shared {
 }
 
 impl Shared {
-    /// Milliseconds of the shard's clock.
+    /// The keep-alive deadlines, locked.
     fn deadlines(&self) -> std::sync::MutexGuard<'_, Deadlines> {
         self.deadlines.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -208,6 +208,7 @@ impl Shared {
         self.deadlines().watch(due, Arc::downgrade(presence));
     }
 
+    /// Milliseconds of the shard's clock.
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
