@@ -121,6 +121,11 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
             s.error.as_deref().unwrap_or("not raised")
         );
     }
+    if let Some(note) =
+        kernel::low_memory_note(&kernel::KernelMemory::now(), u64::from(args.devices))
+    {
+        println!("{note}");
+    }
     let plan = FleetPlan::new(FleetSpec {
         devices: args.devices,
         protocols: ProtocolMix::only(Protocol::MqttJson),

@@ -129,6 +129,8 @@ pub(crate) struct KernelMemory {
     pub(crate) tcp_sockets: u64,
     /// `MemAvailable` of /proc/meminfo.
     pub(crate) available: u64,
+    /// `MemFree` of /proc/meminfo: memory no page cache holds either.
+    pub(crate) free: u64,
 }
 
 impl KernelMemory {
@@ -165,6 +167,7 @@ impl KernelMemory {
             tcp_buffers: field("mem") * page_size(),
             tcp_sockets: field("inuse"),
             available: kib("MemAvailable"),
+            free: kib("MemFree"),
         }
     }
 
@@ -174,6 +177,31 @@ impl KernelMemory {
         let grown = (self.slab + self.tcp_buffers).saturating_sub(before.slab + before.tcp_buffers);
         (connections > 0).then(|| grown as f64 / connections as f64)
     }
+}
+
+/// Memory one held connection takes on this machine, both ends, user and
+/// kernel (measured at a million: ingress shards with their gateways
+/// 2.6 KiB, fleet 3.0 KiB, kernel 10.0 KiB), rounded up.
+const BYTES_PER_CONNECTION: u64 = 16 * 1024;
+
+/// A note when `connections` need more memory than is free: what page
+/// cache holds must be reclaimed during the ramp, and on a VM that hands
+/// freed pages back to its host (free page reporting) that slows the ramp
+/// down several times.
+pub(crate) fn low_memory_note(now: &KernelMemory, connections: u64) -> Option<String> {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let needed = connections.saturating_mul(BYTES_PER_CONNECTION);
+    (now.free < needed).then(|| {
+        format!(
+            "note: {} connections need about {:.1} GiB and {:.1} GiB is free ({:.1} GiB available): \
+             the ramp will be slower while the kernel reclaims page cache; \
+             `sync; echo 3 > /proc/sys/vm/drop_caches` (as root) first frees it",
+            connections,
+            needed as f64 / GIB,
+            now.free as f64 / GIB,
+            now.available as f64 / GIB
+        )
+    })
 }
 
 /// The page size /proc/net/sockstat counts in.
@@ -194,6 +222,7 @@ mod tests {
         assert_eq!(k.slab, 300_000 * 1024);
         assert_eq!(k.slab_unreclaimable, 200_000 * 1024);
         assert_eq!(k.available, 20_000_000 * 1024);
+        assert_eq!(k.free, 0, "no MemFree line here");
         assert_eq!(k.tcp_sockets, 1500);
         assert_eq!(k.tcp_buffers, 250 * 4096);
         let empty = KernelMemory::parse("", "");
@@ -205,6 +234,25 @@ mod tests {
         };
         assert_eq!(grown.per_connection(&k, 4), Some(3_000.0));
         assert_eq!(grown.per_connection(&k, 0), None);
+    }
+
+    #[test]
+    fn too_little_free_memory_for_the_connections_is_said_with_the_remedy() {
+        let meminfo = "MemFree:         1048576 kB\nMemAvailable:   20971520 kB\n";
+        let k = KernelMemory::parse(meminfo, "");
+        assert_eq!(k.free, 1 << 30);
+        let note = low_memory_note(&k, 1_000_000).expect("1 GiB free is short of 1 M connections");
+        assert!(note.contains("15.3 GiB"), "{note}");
+        assert!(
+            note.contains("1.0 GiB is free") && note.contains("20.0 GiB available"),
+            "{note}"
+        );
+        assert!(note.contains("drop_caches"), "{note}");
+        assert_eq!(
+            low_memory_note(&k, 10_000),
+            None,
+            "10 000 connections fit in 1 GiB"
+        );
     }
 
     #[test]
